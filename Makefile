@@ -1,0 +1,38 @@
+# gtcdemo: `make demo` runs the workbook on the local graph; `make test` runs every test. Both set up what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+ENV    ?= dev
+TARGET ?= local
+OUT    ?= out
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.gtcdemo-installed
+
+.PHONY: setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status
+
+setup: $(STAMP)
+
+# Reinstalled whenever pyproject.toml (the single source of dependencies) changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[all]"
+	$(BIN)/python -m gtcdemo.install
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gtcdemo demo --env $(ENV) --target $(TARGET) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check gtcdemo tests benchmarks scripts
+
+notebooks: $(STAMP)
+	$(BIN)/python scripts/build_notebooks.py
+
+up down status: $(STAMP)
+	$(BIN)/gtcdemo $@ --env $(ENV) --target $(TARGET)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks

@@ -1,0 +1,144 @@
+"""The `gtcdemo` command: the same package API the notebooks call, for terminals, Makefiles and CI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable
+
+from . import bundle as bundle_mod
+from . import project
+from .errors import GtcdemoError
+
+
+def _progress(message: str) -> None:
+    print(f"  … {message}", file=sys.stderr, flush=True)
+
+
+def _target(args: argparse.Namespace):
+    from .target import get_target
+
+    return get_target(args.target, args.env)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    b = bundle_mod.load(args.env)
+    print(f"{args.env}: engine configs and manifests are valid")
+    print(repr(b))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    if args.write:
+        path = bundle_mod.write_configmap(args.env)
+        print(f"wrote {path.relative_to(project.ROOT)}")
+        bundle_mod.load(args.env)  # validate what was written
+        return 0
+    print(bundle_mod.load(args.env, check_drift=False).to_yaml())
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    target = _target(args)
+    print(repr(target.apply()))
+    try:
+        print(repr(target.wait(timeout_s=args.timeout, progress=_progress)))
+    except BaseException:
+        if args.target == "local":  # leave nothing half-started behind
+            print("up failed or was interrupted: stopping what was started", file=sys.stderr)
+            target.teardown()
+        raise
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    print(repr(_target(args).wait(timeout_s=args.timeout, progress=_progress)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(repr(_target(args).status()))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    for name, text in _target(args).logs(args.service, tail=args.tail).items():
+        print(f"==> {name} <==\n{text}\n")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    print(repr(_target(args).teardown()))
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    print(repr(_target(args).scale(args.service, args.replicas)))
+    return 0
+
+
+def cmd_test_inference(args: argparse.Namespace) -> int:
+    from .inference import chat_completion
+
+    target = _target(args)
+    with target.frontend() as url:
+        body = chat_completion(url, target.bundle.served_model_name, args.prompt, max_tokens=args.max_tokens)
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .workbook import run_demo
+
+    run_demo(env=args.env, target=args.target, out_dir=args.out, timeout_s=args.timeout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gtcdemo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--env", default="dev", help="config set: engine-configs/<env>/ and manifests/<env>/")
+        p.add_argument("--target", default="local", choices=project.TARGETS, help="where the graph runs")
+        p.set_defaults(func=func)
+        return p
+
+    add("validate", cmd_validate, "validate the env's engine configs and manifests")
+    add("render", cmd_render, "print the bundle; --write regenerates the ConfigMap manifest").add_argument(
+        "--write", action="store_true", help="write manifests/<env>/10-engine-configmap.yaml")
+    for name, func, text in (("up", cmd_up, "apply the bundle and wait until a completion succeeds"),
+                             ("wait", cmd_wait, "wait until the deployment is ready")):
+        add(name, func, text).add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    add("status", cmd_status, "processes / pods of the deployment")
+    logs = add("logs", cmd_logs, "recent log lines per process / pod")
+    logs.add_argument("--service", help="only this service (e.g. TrtllmDecodeWorker)")
+    logs.add_argument("--tail", type=int, default=20)
+    add("down", cmd_down, "stop and delete the deployment (the model PVC stays)")
+    scale = add("scale", cmd_scale, "set a service's replicas")
+    scale.add_argument("service")
+    scale.add_argument("replicas", type=int)
+    ti = add("test-inference", cmd_test_inference, "post one chat completion and print the validated JSON")
+    ti.add_argument("--prompt", default="Say hello to the GTC audience.")
+    ti.add_argument("--max-tokens", type=int, default=32)
+    demo = add("demo", cmd_demo, "up, run the step notebooks headless into --out, down")
+    demo.add_argument("--out", default="out", help="folder for executed notebooks and figures")
+    demo.add_argument("--timeout", type=float, default=600.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM behaves like Ctrl-C, so every entry point's cleanup runs.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return args.func(args)
+    except GtcdemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,169 @@
+"""OpenAI-compatible chat against the Dynamo frontend: unary and streaming, with the JSON checked.
+
+TTFT follows AIPerf: from sending the request to the first chunk carrying non-empty content.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import DeploymentError
+
+
+class InferenceError(DeploymentError):
+    """The frontend answered with an error, or an invalid body."""
+
+
+def validate_chat_completion(body: Any) -> dict:
+    """Check the fields a client relies on; raise InferenceError naming the first one missing."""
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise InferenceError(f"invalid chat completion: {what}", where="response body",
+                                 fix="check the frontend and worker logs (`gtcdemo logs`)")
+    need(isinstance(body, dict), "not a JSON object")
+    need(isinstance(body.get("id"), str) and body["id"], "no id")
+    need(body.get("object") == "chat.completion", f"object is {body.get('object')!r}")
+    choices = body.get("choices")
+    need(isinstance(choices, list) and choices, "no choices")
+    message = choices[0].get("message") or {}
+    need(message.get("role") == "assistant", "choices[0].message.role is not assistant")
+    need(isinstance(message.get("content"), str), "choices[0].message.content is not text")
+    need(choices[0].get("finish_reason") in {"stop", "length"}, f"finish_reason {choices[0].get('finish_reason')!r}")
+    usage = body.get("usage") or {}
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        need(isinstance(usage.get(key), int), f"usage.{key} missing")
+    return body
+
+
+def _request(model: str, prompt: str | list[dict], max_tokens: int, stream: bool, ignore_eos: bool) -> dict:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if ignore_eos:
+        body["ignore_eos"] = True  # Dynamo 1.6 takes it at the top level (nvext.ignore_eos is rejected)
+    return body
+
+
+def _raise_for(response: httpx.Response, url: str) -> None:
+    if response.status_code >= 400:
+        text = response.text[:500] if not response.is_stream_consumed or response.is_closed else ""
+        raise InferenceError(f"{url} answered HTTP {response.status_code}: {text}", where=url,
+                             fix="4xx: check the model name and request; 5xx: check `gtcdemo logs`")
+
+
+def chat_completion(base_url: str, model: str, prompt: str | list[dict], *, max_tokens: int = 32,
+                    timeout_s: float = 60.0, ignore_eos: bool = False) -> dict:
+    """One unary chat completion, validated."""
+    url = f"{base_url}/v1/chat/completions"
+    try:
+        response = httpx.post(url, json=_request(model, prompt, max_tokens, False, ignore_eos), timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise InferenceError(f"no answer from {url} within {timeout_s:.0f} s", where=url,
+                             fix="workers overloaded or stuck? `gtcdemo status` and `gtcdemo logs`") from None
+    except httpx.HTTPError as exc:
+        raise InferenceError(f"cannot reach the frontend at {url}: {exc}", where=url,
+                             fix="is the graph up? `gtcdemo status` (cluster: is the port-forward alive?)") from None
+    _raise_for(response, url)
+    return validate_chat_completion(response.json())
+
+
+@dataclass
+class StreamResult:
+    """A streamed completion with the client-side timings of AIPerf."""
+
+    text: str
+    ttft_s: float
+    latency_s: float
+    output_tokens: int
+    prompt_tokens: int
+    cached_tokens: int
+    finish_reason: str | None
+    chunk_times_s: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def itl_s(self) -> float | None:
+        """(latency - TTFT) / (output tokens - 1): AIPerf's per-request inter-token latency."""
+        if self.output_tokens < 2:
+            return None
+        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
+
+    def summary(self) -> dict:
+        return {"ttft_ms": round(self.ttft_s * 1000, 1), "itl_ms": round((self.itl_s or 0) * 1000, 2),
+                "latency_ms": round(self.latency_s * 1000, 1), "output_tokens": self.output_tokens,
+                "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens}
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        return (f"<blockquote>{html.escape(self.text)}</blockquote><p>TTFT <b>{s['ttft_ms']} ms</b> · "
+                f"ITL <b>{s['itl_ms']} ms</b> · {s['output_tokens']} tokens in {s['latency_ms']} ms</p>")
+
+
+def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_tokens: int = 32,
+                timeout_s: float = 60.0, ignore_eos: bool = False,
+                on_text: Callable[[str], None] | None = None) -> StreamResult:
+    """One streaming chat completion; ``on_text`` sees each piece of text as it arrives."""
+    url = f"{base_url}/v1/chat/completions"
+    pieces: list[str] = []
+    chunk_times: list[float] = []
+    usage: dict = {}
+    finish = None
+    ttft = None
+    start = time.perf_counter()
+    try:
+        with httpx.stream("POST", url, json=_request(model, prompt, max_tokens, True, ignore_eos),
+                          timeout=timeout_s) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response, url)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        now = time.perf_counter() - start
+                        ttft = now if ttft is None else ttft
+                        chunk_times.append(now)
+                        pieces.append(content)
+                        if on_text:
+                            on_text(content)
+                    finish = choice.get("finish_reason") or finish
+    except httpx.TimeoutException:
+        raise InferenceError(f"stream from {url} stalled for {timeout_s:.0f} s", where=url,
+                             fix="check `gtcdemo status` and `gtcdemo logs`") from None
+    except httpx.HTTPError as exc:
+        raise InferenceError(f"cannot reach the frontend at {url}: {exc}", where=url,
+                             fix="is the graph up? `gtcdemo status`") from None
+    latency = time.perf_counter() - start
+    if ttft is None:
+        raise InferenceError("the stream carried no content", where=url, fix="check `gtcdemo logs` of the workers")
+    return StreamResult(
+        text="".join(pieces), ttft_s=ttft, latency_s=latency,
+        output_tokens=int(usage.get("completion_tokens", len(pieces))),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        finish_reason=finish, chunk_times_s=chunk_times)
+
+
+def list_models(base_url: str, timeout_s: float = 5.0) -> list[str]:
+    try:
+        response = httpx.get(f"{base_url}/v1/models", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise InferenceError(f"cannot reach the frontend at {base_url}: {exc}", where=base_url,
+                             fix="is the graph up? `gtcdemo status`") from None
+    _raise_for(response, base_url)
+    return [m["id"] for m in response.json().get("data", [])]

@@ -1,0 +1,396 @@
+"""The local target: the env's DGD run on this machine with the real Dynamo frontend, mocker workers and Prometheus.
+
+All state lives in one folder per deployment (``<state-root>/<env>-<dgd>/``): the applied objects, the process
+plan, ``state.json`` written by the supervisor, logs, ConfigMap files and Prometheus data. So the CLI, a notebook
+and a test find, inspect and stop the same running graph, also after the process that started it has died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+import pandas as pd
+
+from . import bundle as bundle_mod
+from . import localplan, modeldir, project
+from .errors import DeploymentError, MissingDependencyError
+from .inference import chat_completion
+from .results import ApplyResult, ReadyResult, StatusTable
+from .supervisor import alive, proc_starttime, write_json
+
+PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091}
+LOCK_TIMEOUT_S = 60.0
+INSTALL_DYNAMO = ('.venv/bin/pip install --no-deps "ai-dynamo==1.6.1" "ai-dynamo-runtime==1.6.1" '
+                  '&& .venv/bin/pip install -e ".[local]"   (or simply: make setup)')
+INSTALL_PROMETHEUS = "apt-get update && apt-get install -y prometheus   (or simply: make setup)"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((localplan.LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int, taken: set[int]) -> int:
+    """``preferred`` when free, else the next free one above it (loopback only)."""
+    for port in range(preferred, preferred + 200):
+        if port not in taken and _port_free(port):
+            taken.add(port)
+            return port
+    with socket.socket() as s:
+        s.bind((localplan.LOOPBACK, 0))
+        port = s.getsockname()[1]
+    taken.add(port)
+    return port
+
+
+def check_dependencies() -> dict[str, str]:
+    """Where the Dynamo package and Prometheus are; a specific install command when one is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("dynamo") is None or importlib.util.find_spec("dynamo.mocker") is None:
+        raise MissingDependencyError("the ai-dynamo package (Dynamo frontend and mocker) is not installed in "
+                                     f"{sys.prefix}", fix=f"run: {INSTALL_DYNAMO}")
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        raise MissingDependencyError("Prometheus is not installed (no `prometheus` on PATH)",
+                                     fix=f"run: {INSTALL_PROMETHEUS}")
+    return {"dynamo": importlib.util.find_spec("dynamo").origin or "", "prometheus": prometheus}
+
+
+def pvc_root() -> Path:
+    """Local stand-ins for the cluster's PVCs, shared by all deployments (the model folder is made once)."""
+    return modeldir.default_model_dir().parents[1] / "pvc"
+
+
+class LocalTarget:
+    """Runs a bundle as local processes; answers the same questions as the cluster target."""
+
+    kind = "local"
+
+    def __init__(self, env: str = "dev", state_dir: Path | None = None) -> None:
+        self.env = project.check_env(env)
+        self._bundle: bundle_mod.Bundle | None = None
+        self.dir = state_dir or project.state_root() / f"{env}-{self.bundle.name}"
+
+    # -- the bundle and state files -----------------------------------------------------------------------------
+    @property
+    def bundle(self) -> bundle_mod.Bundle:
+        if self._bundle is None:
+            self._bundle = bundle_mod.load(self.env)
+        return self._bundle
+
+    @property
+    def name(self) -> str:
+        return f"{self.env}-{self.bundle.name} (local)"
+
+    def _read(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def supervisor_pid(self) -> int | None:
+        info = self._read("supervisor.json")
+        if info and alive(info.get("pid"), info.get("starttime")):
+            return info["pid"]
+        return None
+
+    def is_running(self) -> bool:
+        return self.supervisor_pid() is not None
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Serialise commands that change this deployment (two `up`s, `up` and `down`...)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as handle:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise DeploymentError(f"another gtcdemo command holds the lock on {self.dir}",
+                                              fix="wait for it to finish (see `gtcdemo status`), then retry") from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- apply ---------------------------------------------------------------------------------------------------
+    def _ports(self, previous: dict | None) -> dict[str, int]:
+        """Keep the ports of a running graph; otherwise prefer the usual ones and move up when taken."""
+        old = {p["name"]: p["ports"] for p in (previous or {}).get("procs", [])} if self.is_running() else {}
+        taken: set[int] = set()
+        ports: dict[str, int] = {}
+        for service, svc in self.bundle.services.items():
+            for replica in range(int(svc.get("replicas", 1))):
+                name = f"{service.lower()}-{replica}"
+                kind = "frontend" if svc.get("componentType") == "frontend" else "worker"
+                kept = next(iter(old.get(name, {}).values()), None)
+                ports[name] = kept if kept else pick_port(PREFERRED_PORTS[kind], taken)
+                taken.add(ports[name])
+        kept = next(iter(old.get("prometheus", {}).values()), None)
+        ports["prometheus"] = kept if kept else pick_port(PREFERRED_PORTS["prometheus"], taken)
+        return ports
+
+    def _materialise(self) -> None:
+        """Write the ConfigMap's keys as files, and make the model folder inside the model PVC's stand-in."""
+        cm = self.bundle.configmap
+        folder = self.dir / "configmaps" / cm["metadata"]["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, text in cm["data"].items():
+            (folder / key).write_text(text)
+        for svc in self.bundle.services.values():
+            args = [str(a) for a in svc.get("extraPodSpec", {}).get("mainContainer", {}).get("args", []) or []]
+            if "--model-path" in args:
+                mounts = localplan.service_mounts(svc, pvc_root(), self.dir / "configmaps")
+                modeldir.ensure_model_dir(Path(mounts.local(args[args.index("--model-path") + 1])))
+
+    def apply(self, bundle: bundle_mod.Bundle | None = None) -> ApplyResult:
+        """Apply the bundle: start the graph, or reconcile a running one; report created/configured/unchanged."""
+        if bundle is not None:
+            self._bundle = bundle
+        check_dependencies()
+        with self.lock():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            applied_dir = self.dir / "applied"
+            applied_dir.mkdir(exist_ok=True)
+            actions = []
+            for obj in self.bundle.objects:
+                path = applied_dir / f"{obj['kind']}-{obj['metadata']['name']}.json"
+                before = json.loads(path.read_text()) if path.exists() else None
+                action = "created" if before is None else "unchanged" if before == obj else "configured"
+                if obj["kind"] == "PersistentVolumeClaim" and before is not None:
+                    action = "unchanged"  # an existing claim is never modified (as on the cluster)
+                else:
+                    write_json(path, obj)
+                actions.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "action": action})
+            self._materialise()
+            previous = self._read("plan.json")
+            ports = self._ports(previous)
+            specs = localplan.plan(self.bundle, state_dir=self.dir, pvc_root=pvc_root(), ports=ports,
+                                   kv_bytes_per_token=modeldir.kv_bytes_per_token())
+            specs.append(localplan.prometheus_spec(self.dir, ports["prometheus"], shutil.which("prometheus") or ""))
+            procs = []
+            for spec in specs:
+                record = asdict(spec)
+                record["digest"] = spec.digest()
+                record["log"] = str(self.dir / "logs" / f"{spec.name}.log")
+                procs.append(record)
+            plan = {"procs": procs, "prometheus_config": localplan.prometheus_config(self.bundle, specs)}
+            write_json(self.dir / "plan.json", plan)
+            pid = self.supervisor_pid()
+            if pid and previous != plan:
+                os.kill(pid, signal.SIGHUP)
+                note = f"running graph reconciled (supervisor pid {pid})"
+            elif pid:
+                note = f"already running (supervisor pid {pid}): nothing to change"
+            else:
+                self._start_supervisor()
+                note = f"graph started (supervisor pid {self.supervisor_pid()}, state in {self.dir})"
+        return ApplyResult(target=self.name, rows=actions, note=note)
+
+    def _start_supervisor(self) -> None:
+        (self.dir / "state.json").unlink(missing_ok=True)
+        log = open(self.dir / "supervisor.log", "ab")  # noqa: SIM115 (handed to the child)
+        try:
+            subprocess.Popen([sys.executable, "-m", "gtcdemo.supervisor", str(self.dir)], stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(project.ROOT)})
+        finally:
+            log.close()
+        deadline = time.monotonic() + 30
+        while not (self.is_running() and self._read("state.json")):
+            if time.monotonic() > deadline:
+                raise DeploymentError("the local supervisor did not start", where=str(self.dir / "supervisor.log"),
+                                      fix="read the supervisor log above; then `gtcdemo down` and retry")
+            time.sleep(0.05)
+
+    # -- observe ---------------------------------------------------------------------------------------------------
+    def processes(self) -> list[dict]:
+        state = self._read("state.json") or {}
+        if not self.is_running():
+            return []
+        return list(state.get("processes", {}).values())
+
+    @staticmethod
+    def _healthy(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self) -> StatusTable:
+        """Processes in the shape of ``kubectl get pods``."""
+        now = time.time()
+        rows = []
+        for p in self.processes():
+            ready = p["phase"] == "Running" and self._healthy(p["health"])
+            rows.append({
+                "name": p["name"], "service": p["service"], "role": p["role"], "replica": p["replica"],
+                "pid": p["pid"] or "", "phase": p["phase"], "ready": "1/1" if ready else "0/1",
+                "restarts": p["restarts"], "age": _age(now - (p["created_at"] or now)),
+                "ports": ",".join(f"{k}:{v}" for k, v in p["ports"].items()),
+            })
+        columns = ["name", "service", "role", "replica", "pid", "phase", "ready", "restarts", "age", "ports"]
+        running = "running" if self.is_running() else "not running"
+        return StatusTable(title=f"{self.name}: {running}", frame=pd.DataFrame(rows, columns=columns))
+
+    def logs(self, service: str | None = None, tail: int = 20) -> dict[str, str]:
+        """The last ``tail`` lines of each process's log (of one service when given)."""
+        out = {}
+        for path in sorted((self.dir / "logs").glob("*.log")):
+            name = path.stem
+            if service and not (name.startswith(service.lower()) or name == service):
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+            out[name] = "\n".join(lines[-tail:])
+        return out
+
+    def frontend_url(self) -> str:
+        procs = [p for p in self.processes() if p["role"] == "frontend"]
+        if not procs:
+            raise DeploymentError(f"no frontend is running for {self.name}", fix="run `gtcdemo up` (or 02_deploy)")
+        return f"http://{localplan.LOOPBACK}:{procs[0]['ports']['http']}"
+
+    def prometheus_url(self) -> str:
+        procs = [p for p in self.processes() if p["role"] == "prometheus"]
+        if not procs:
+            raise DeploymentError(f"no Prometheus is running for {self.name}", fix="run `gtcdemo up` (or 02_deploy)")
+        return f"http://{localplan.LOOPBACK}:{procs[0]['ports']['http']}"
+
+    @contextlib.contextmanager
+    def frontend(self) -> Iterator[str]:
+        """The frontend's base URL (no port-forward is needed locally)."""
+        yield self.frontend_url()
+
+    @contextlib.contextmanager
+    def prometheus(self) -> Iterator[str]:
+        yield self.prometheus_url()
+
+    # -- wait --------------------------------------------------------------------------------------------------------
+    def wait(self, timeout_s: float = 600.0, progress: Callable[[str], None] | None = None) -> ReadyResult:
+        """Until every process is alive and healthy AND a real chat completion succeeds.
+
+        Fails at once, with the process's last log lines, when a process exits during start-up.
+        """
+        if timeout_s <= 0:
+            raise DeploymentError(f"timeout must be > 0 s, got {timeout_s}", fix="pass e.g. timeout_s=600")
+        start = time.monotonic()
+        deadline = start + timeout_s
+        last_note = ""
+        while True:
+            if not self.is_running():
+                raise DeploymentError(f"{self.name} is not running", fix="run `gtcdemo up` (or notebook 02_deploy)",
+                                      where=str(self.dir))
+            procs = self.processes()
+            crashed = [p for p in procs if p["last_exit_code"] is not None]
+            if crashed:
+                p = crashed[0]
+                tail = self.logs(p["name"], tail=20).get(p["name"], "")
+                raise DeploymentError(
+                    f"{p['name']} exited with code {p['last_exit_code']} during start-up; last log lines:\n{tail}",
+                    where=p["log"], fix="fix the cause above, then `gtcdemo down` and `gtcdemo up`")
+            unhealthy = [p["name"] for p in procs if not (p["phase"] == "Running" and self._healthy(p["health"]))]
+            note = f"waiting for {', '.join(unhealthy)}" if unhealthy else "processes healthy; trying a completion"
+            if not unhealthy:
+                try:
+                    chat_completion(self.frontend_url(), self.bundle.served_model_name, "ping", max_tokens=2,
+                                    timeout_s=10)
+                    elapsed = time.monotonic() - start
+                    if progress:
+                        progress(f"ready after {elapsed:.1f} s")
+                    return ReadyResult(target=self.name, ready=True, elapsed_s=elapsed, status=self.status())
+                except Exception as exc:  # the first completion can fail briefly after the model is listed
+                    note = f"model listed, completion not yet answered ({type(exc).__name__})"
+            if progress and note != last_note:
+                progress(note)
+                last_note = note
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"not ready after {timeout_s:.0f} s: {note}", where=str(self.dir / "logs"),
+                                      fix="check `gtcdemo logs`; raise the timeout if the machine is busy")
+            time.sleep(0.2)
+
+    # -- scale and teardown -------------------------------------------------------------------------------------------
+    def scale(self, service: str, replicas: int) -> ApplyResult:
+        """Change one service's replicas (what the DGDSA does on the cluster) and reconcile."""
+        if service not in self.bundle.services:
+            raise DeploymentError(f"no service {service!r} in {self.bundle.name}",
+                                  fix=f"use one of {', '.join(self.bundle.services)}")
+        if replicas < 0:
+            raise DeploymentError(f"replicas must be >= 0, got {replicas}", fix="pass a whole number >= 0")
+        self.bundle.services[service]["replicas"] = replicas
+        return self.apply()
+
+    def teardown(self, timeout_s: float = 30.0) -> ApplyResult:
+        """Stop exactly this deployment's processes (also after the process that started them died)."""
+        with self.lock():
+            rows = []
+            pid = self.supervisor_pid()
+            state = self._read("state.json") or {}
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout_s
+                while self.supervisor_pid() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if self.supervisor_pid():
+                    os.kill(pid, signal.SIGKILL)
+            # Orphans of a supervisor that was killed: stop the recorded process groups (pid reuse checked).
+            orphans = [p for p in state.get("processes", {}).values() if alive(p.get("pid"), p.get("starttime"))]
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for p in orphans:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p["pid"], sig)
+                deadline = time.monotonic() + 8
+                while any(alive(p["pid"], p["starttime"]) for p in orphans) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            for path in sorted((self.dir / "applied").glob("*.json")) if (self.dir / "applied").exists() else []:
+                obj = json.loads(path.read_text())
+                if obj["kind"] == "PersistentVolumeClaim":
+                    continue  # like the cluster, the model claim outlives the deployment
+                path.unlink()
+                rows.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "action": "deleted"})
+            for name in ("plan.json", "supervisor.json"):
+                (self.dir / name).unlink(missing_ok=True)
+        return ApplyResult(target=self.name, rows=rows)
+
+    def leftover_pids(self) -> list[int]:
+        """Processes of this deployment still alive (for tests and `down` checks)."""
+        state = self._read("state.json") or {}
+        sup = self._read("supervisor.json") or {}
+        pids = [p["pid"] for p in state.get("processes", {}).values() if alive(p.get("pid"), p.get("starttime"))]
+        if alive(sup.get("pid"), sup.get("starttime")):
+            pids.append(sup["pid"])
+        return pids
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+__all__ = ["LocalTarget", "check_dependencies", "pick_port", "proc_starttime"]

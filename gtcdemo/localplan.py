@@ -1,0 +1,271 @@
+"""Translate a bundle's DGD into the processes the local target runs (pure logic, no side effects).
+
+Each ``Frontend`` replica becomes ``python -m dynamo.frontend`` and each worker replica ``python -m dynamo.mocker
+--engine-type trtllm`` with the worker's ``--disaggregation-mode``, given the same environment the operator
+would inject (the DGD's and the service's ``envs``, ``DYN_NAMESPACE``). Volume mounts map to local folders:
+each PVC to ``<cache>/pvc/<name>`` and each ConfigMap volume to the deployment's ``configmaps/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import bundle as bundle_mod
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The TRT-LLM engine keys that have no mocker equivalent: they change how a real GPU runs, not the scheduling
+# and KV-cache behaviour the mocker simulates. They are validated, carried in the ConfigMap, and ignored here.
+NO_MOCKER_EQUIVALENT = (
+    "moe_expert_parallel_size", "enable_attention_dp", "pipeline_parallel_size", "trust_remote_code", "backend",
+    "disable_overlap_scheduler", "print_iter_log", "max_input_len", "model", "cuda_graph_config.*",
+    "cache_transceiver_config.*", "kv_cache_config.dtype", "scheduler_config.context_chunking_policy",
+)
+
+# One H100 80GB as nvidia-smi reports it, Llama-3.1-8B's BF16 weights (8.03 B parameters x 2 bytes) and the
+# activation / CUDA-graph reserve TRT-LLM keeps outside the KV pool. Used to turn free_gpu_memory_fraction into
+# a KV block count, so the mocker's cache is as large as the real worker's.
+GPU_MEMORY_BYTES = 81559 * 2**20
+WEIGHT_BYTES = int(8.03e9 * 2)
+RUNTIME_RESERVE_BYTES = 3 * 2**30
+TRTLLM_TOKENS_PER_BLOCK = 32
+TRTLLM_DEFAULT_FREE_FRACTION = 0.9
+
+# Loopback-only, etcd- and NATS-free runtime settings shared by every Dynamo process of the local graph.
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class ProcSpec:
+    """One process of the local graph, as a pod would be on the cluster."""
+
+    name: str                 # like a pod name: <service lowercased>-<replica>
+    service: str              # DGD service key (or "Prometheus")
+    role: str                 # frontend | prefill | decode | prometheus
+    replica: int
+    argv: list[str]
+    env: dict[str, str]
+    ports: dict[str, int]
+    health: str               # URL that answers 200 when the process is ready
+    mocker_settings: dict[str, Any] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """Changes whenever anything that would need a restart changes."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def kv_blocks(config: dict, *, kv_bytes_per_token: int, block_size: int) -> int:
+    """KV blocks a real TRT-LLM worker would allocate on one H100 for this engine config."""
+    kv = config.get("kv_cache_config") or {}
+    fraction = kv.get("free_gpu_memory_fraction", TRTLLM_DEFAULT_FREE_FRACTION)
+    tp = int(config.get("tensor_parallel_size", 1))
+    free = tp * GPU_MEMORY_BYTES - WEIGHT_BYTES - tp * RUNTIME_RESERVE_BYTES
+    blocks = int(free * fraction) // (kv_bytes_per_token * block_size)
+    if "max_tokens" in kv:
+        blocks = min(blocks, int(kv["max_tokens"]) // block_size)
+    return max(blocks, 1)
+
+
+def mocker_settings(config: dict, kv_bytes_per_token: int) -> dict[str, Any]:
+    """The mocker flags equivalent to a TRT-LLM engine config (keys in NO_MOCKER_EQUIVALENT are ignored)."""
+    kv = config.get("kv_cache_config") or {}
+    block_size = int(kv.get("tokens_per_block", TRTLLM_TOKENS_PER_BLOCK))
+    settings: dict[str, Any] = {
+        "--block-size": block_size,
+        "--num-gpu-blocks-override": kv_blocks(config, kv_bytes_per_token=kv_bytes_per_token, block_size=block_size),
+    }
+    if "max_batch_size" in config:
+        settings["--max-num-seqs"] = config["max_batch_size"]
+    if "max_num_tokens" in config:
+        settings["--max-num-batched-tokens"] = config["max_num_tokens"]
+    if "max_seq_len" in config:
+        settings["--max-model-len"] = config["max_seq_len"]
+    if "enable_chunked_prefill" in config:
+        chunked = config["enable_chunked_prefill"]
+        settings["--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill"] = None
+    if "enable_block_reuse" in kv:
+        settings["--enable-prefix-caching" if kv["enable_block_reuse"] else "--no-enable-prefix-caching"] = None
+    policy = (config.get("scheduler_config") or {}).get("capacity_scheduler_policy")
+    if policy:
+        settings["--trtllm-capacity-scheduler-policy"] = policy
+    return settings
+
+
+def _flags(settings: dict[str, Any]) -> list[str]:
+    argv: list[str] = []
+    for flag, value in settings.items():
+        argv.append(flag)
+        if value is not None:
+            argv.append(str(value))
+    return argv
+
+
+def _args(service: dict) -> list[str]:
+    return [str(a) for a in service.get("extraPodSpec", {}).get("mainContainer", {}).get("args", []) or []]
+
+
+def _arg(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args and args.index(flag) + 1 < len(args) else None
+
+
+class Mounts:
+    """Container paths -> local folders, for one service."""
+
+    def __init__(self, pairs: list[tuple[str, Path]]) -> None:
+        # Longest mount point first, so /models/x wins over /models.
+        self.pairs = sorted(pairs, key=lambda p: -len(p[0]))
+
+    def local(self, container_path: str) -> str:
+        for mount, local in self.pairs:
+            if container_path == mount or container_path.startswith(mount.rstrip("/") + "/"):
+                return str(local / container_path[len(mount):].lstrip("/"))
+        return container_path
+
+
+def service_mounts(service: dict, pvc_root: Path, configmap_root: Path) -> Mounts:
+    pairs = [(m["mountPoint"], pvc_root / m["name"]) for m in service.get("volumeMounts") or []]
+    pod = service.get("extraPodSpec") or {}
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for m in pod.get("mainContainer", {}).get("volumeMounts") or []:
+        volume = volumes.get(m["name"], {})
+        if "configMap" in volume:
+            pairs.append((m["mountPath"], configmap_root / volume["configMap"]["name"]))
+    return Mounts(pairs)
+
+
+def _envs(entries: list[dict] | None, mounts: Mounts) -> dict[str, str]:
+    """DGD env entries, with values that are container paths mapped to local folders."""
+    out = {}
+    for entry in entries or []:
+        value = str(entry.get("value", ""))
+        out[entry["name"]] = mounts.local(value) if value.startswith("/") else value
+    return out
+
+
+def runtime_env(discovery_dir: Path) -> dict[str, str]:
+    return {
+        "DYN_DISCOVERY_BACKEND": "file",
+        "DYN_FILE_KV": str(discovery_dir),
+        "DYN_REQUEST_PLANE": "tcp",
+        "DYN_EVENT_PLANE": "zmq",
+        "DYN_TCP_RPC_HOST": LOOPBACK,
+        "DYN_TCP_RESPONSE_STREAM_HOST": LOOPBACK,
+        "DYN_EVENT_PLANE_HOST": LOOPBACK,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "NO_COLOR": "1",
+        "DYN_LOGGING_JSONL": "false",
+    }
+
+
+def plan(
+    b: bundle_mod.Bundle,
+    *,
+    state_dir: Path,
+    pvc_root: Path,
+    ports: dict[str, int],
+    kv_bytes_per_token: int,
+    python: str = sys.executable,
+) -> list[ProcSpec]:
+    """The processes that run ``b`` locally. ``ports`` maps process names to ports chosen by the caller."""
+    specs: list[ProcSpec] = []
+    configmap_root = state_dir / "configmaps"
+    base_env = runtime_env(state_dir / "discovery")
+    base_env["DYN_NAMESPACE"] = b.dynamo_namespace
+    for service, svc in b.services.items():
+        mounts = service_mounts(svc, pvc_root, configmap_root)
+        env = {**base_env, **_envs(b.dgd["spec"].get("envs"), mounts), **_envs(svc.get("envs"), mounts)}
+        ctype = svc.get("componentType")
+        for replica in range(int(svc.get("replicas", 1))):
+            name = f"{service.lower()}-{replica}"
+            if ctype == "frontend":
+                port = ports[name]
+                specs.append(ProcSpec(
+                    name=name, service=service, role="frontend", replica=replica,
+                    argv=[python, "-m", "dynamo.frontend", "--http-host", LOOPBACK, "--http-port", str(port)],
+                    env=env, ports={"http": port}, health=f"http://{LOOPBACK}:{port}/health"))
+            elif ctype == "worker":
+                specs.append(_worker(name, service, svc, replica, env, mounts, ports[name], b, kv_bytes_per_token,
+                                     python))
+            else:
+                raise ConfigError(f"service {service} has componentType {ctype!r}, which the local target cannot run",
+                                  where=f"spec.services.{service}", fix="use frontend or worker services")
+    return specs
+
+
+def _worker(name: str, service: str, svc: dict, replica: int, env: dict[str, str], mounts: Mounts, port: int,
+            b: bundle_mod.Bundle, kv_bytes_per_token: int, python: str) -> ProcSpec:
+    args = _args(svc)
+    mode = _arg(args, "--disaggregation-mode") or "agg"
+    model_path = mounts.local(_arg(args, "--model-path") or "")
+    engine_path = _arg(args, "--extra-engine-args")
+    settings: dict[str, Any] = {}
+    if engine_path:
+        key = Path(engine_path).name
+        settings = mocker_settings(b.engine_configs[Path(key).stem].values, kv_bytes_per_token)
+    component = "prefill" if mode == "prefill" else "backend"
+    argv = [
+        python, "-m", "dynamo.mocker", "--engine-type", "trtllm",
+        "--model-path", model_path, "--model-name", _arg(args, "--served-model-name") or b.served_model_name,
+        "--disaggregation-mode", mode, "--endpoint", f"dyn://{b.dynamo_namespace}.{component}.generate",
+        *_flags(settings),
+    ]
+    worker_env = {
+        **env,
+        "DYN_SYSTEM_ENABLED": "true",
+        "DYN_SYSTEM_HOST": LOOPBACK,
+        "DYN_SYSTEM_PORT": str(port),
+        "DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]',
+    }
+    return ProcSpec(name=name, service=service, role=mode, replica=replica, argv=argv, env=worker_env,
+                    ports={"system": port}, health=f"http://{LOOPBACK}:{port}/health", mocker_settings=settings)
+
+
+def prometheus_spec(state_dir: Path, port: int, binary: str = "prometheus") -> ProcSpec:
+    data = state_dir / "prometheus"
+    return ProcSpec(
+        name="prometheus", service="Prometheus", role="prometheus", replica=0,
+        argv=[binary, f"--config.file={data / 'prometheus.yml'}", f"--storage.tsdb.path={data / 'data'}",
+              f"--web.listen-address={LOOPBACK}:{port}", "--storage.tsdb.retention.time=7d",
+              "--web.enable-lifecycle", "--log.level=warn"],
+        env={}, ports={"http": port}, health=f"http://{LOOPBACK}:{port}/-/ready")
+
+
+def prometheus_config(b: bundle_mod.Bundle, specs: list[ProcSpec], interval_s: float = 1.0) -> dict:
+    """Scrape the frontend and every worker's system port, labelled as the cluster's PodMonitors would."""
+    def target(spec: ProcSpec, port: int) -> dict:
+        return {"targets": [f"{LOOPBACK}:{port}"], "labels": {
+            "namespace": b.namespace, "pod": spec.name, "service": spec.service,
+            "dynamo_namespace": b.dynamo_namespace, "role": spec.role}}
+    frontends = [target(s, s.ports["http"]) for s in specs if s.role == "frontend"]
+    workers = [target(s, s.ports["system"]) for s in specs if "system" in s.ports]
+    interval = f"{int(interval_s * 1000)}ms"
+    return {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {"job_name": "dynamo-frontend", "static_configs": frontends},
+            {"job_name": "dynamo-worker", "static_configs": workers},
+        ],
+    }
+
+
+def settings_table(configs: dict, kv_bytes_per_token: int | None = None) -> pd.DataFrame:
+    """The mocker flags each role's engine config becomes on the local target, side by side."""
+    import pandas as pd
+
+    from .modeldir import kv_bytes_per_token as default_kv
+
+    per_token = kv_bytes_per_token or default_kv()
+    columns = {role: mocker_settings(cfg.values, per_token) for role, cfg in sorted(configs.items())}
+    flags = list(dict.fromkeys(f for settings in columns.values() for f in settings))
+    frame = pd.DataFrame({role: ["✓" if settings.get(f, "—") is None else settings.get(f, "—") for f in flags]
+                          for role, settings in columns.items()}, index=flags)
+    frame.index.name = "mocker flag"
+    return frame

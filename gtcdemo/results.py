@@ -1,0 +1,84 @@
+"""Small result objects: an HTML view for the audience and a deterministic text form for logs and tests."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+ACTION_COLOURS = {"created": "#1b7f3b", "configured": "#b26b00", "unchanged": "#666", "deleted": "#b00020"}
+PHASE_COLOURS = {"Running": "#1b7f3b", "Pending": "#b26b00", "CrashLoopBackOff": "#b00020", "Terminating": "#666"}
+
+
+def _html_table(frame: pd.DataFrame, colour_column: str | None, colours: dict[str, str]) -> str:
+    if frame.empty:
+        return "<p><i>(none)</i></p>"
+    styler = frame.style.hide(axis="index")
+    if colour_column in frame:
+        styler = styler.map(lambda v: f"color: {colours.get(str(v), 'inherit')}; font-weight: bold",
+                            subset=[colour_column])
+    return styler.to_html()
+
+
+@dataclass
+class StatusTable:
+    """A titled table (pods, checks, nodes...)."""
+
+    title: str
+    frame: pd.DataFrame
+
+    def __repr__(self) -> str:
+        body = self.frame.to_string(index=False) if not self.frame.empty else "(none)"
+        return f"{self.title}\n{body}"
+
+    def _repr_html_(self) -> str:
+        return f"<h4>{html.escape(self.title)}</h4>" + _html_table(self.frame, "phase", PHASE_COLOURS)
+
+
+@dataclass
+class ApplyResult:
+    """What applying (or deleting) did to each object, like kubectl's `created` / `configured` / `unchanged`."""
+
+    target: str
+    rows: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["kind", "name", "action"])
+
+    @property
+    def changed(self) -> bool:
+        return any(r["action"] != "unchanged" for r in self.rows)
+
+    def __repr__(self) -> str:
+        lines = [f"{r['kind'].lower()}/{r['name']} {r['action']}" for r in self.rows]
+        if self.note:
+            lines.append(self.note)
+        return "\n".join([f"apply to {self.target}:", *lines]) if lines else f"apply to {self.target}: nothing"
+
+    def _repr_html_(self) -> str:
+        note = f"<p><i>{html.escape(self.note)}</i></p>" if self.note else ""
+        return (f"<h4>Applied to {html.escape(self.target)}</h4>" + _html_table(self.frame, "action", ACTION_COLOURS)
+                + note)
+
+
+@dataclass
+class ReadyResult:
+    """The outcome of waiting for a deployment."""
+
+    target: str
+    ready: bool
+    elapsed_s: float
+    status: StatusTable
+
+    def __repr__(self) -> str:
+        word = "READY" if self.ready else "NOT READY"
+        return f"{self.target}: {word} after {self.elapsed_s:.1f} s\n{self.status!r}"
+
+    def _repr_html_(self) -> str:
+        colour = "#1b7f3b" if self.ready else "#b00020"
+        word = "READY" if self.ready else "NOT READY"
+        return (f"<h3 style='color:{colour}'>{html.escape(self.target)}: {word} after {self.elapsed_s:.1f} s</h3>"
+                + self.status._repr_html_())

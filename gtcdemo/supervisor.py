@@ -1,0 +1,232 @@
+"""The local graph's owner: one detached process per deployment that runs, restarts and stops its processes.
+
+Started by ``LocalTarget.apply`` as ``python -m gtcdemo.supervisor <state-dir>``, in its own session so that it
+outlives a notebook kernel or a CLI call. It does what a kubelet and a Deployment would: starts every process in
+``plan.json`` in its own process group, restarts one that exits (with exponential back-off, counting restarts),
+reconciles on SIGHUP after the plan changes, and on SIGTERM/SIGINT stops every process before it exits itself.
+It is the only writer of ``state.json``, which the CLI, notebooks and tests read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_AFTER_S = 60.0
+STOP_GRACE_S = 8.0
+SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def proc_starttime(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), to tell a process from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":  # a zombie has exited already
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, starttime: int | None) -> bool:
+    return bool(pid) and starttime is not None and proc_starttime(pid) == starttime
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Child:
+    spec: dict
+    popen: subprocess.Popen | None = None
+    log: IO | None = None
+    restarts: int = 0
+    started_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+    next_start: float = 0.0
+    backoff: float = BACKOFF_START_S
+    last_exit_code: int | None = None
+    last_exit_at: float | None = None
+    starttime: int | None = None
+    stopping: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    def phase(self) -> str:
+        if self.stopping:
+            return "Terminating"
+        if self.popen is not None and self.popen.poll() is None:
+            return "Running"
+        return "CrashLoopBackOff" if self.restarts or self.last_exit_code is not None else "Pending"
+
+    def record(self) -> dict:
+        pid = self.popen.pid if self.popen is not None and self.popen.poll() is None else None
+        return {
+            "name": self.name, "service": self.spec["service"], "role": self.spec["role"],
+            "replica": self.spec["replica"], "ports": self.spec["ports"], "health": self.spec["health"],
+            "digest": self.spec["digest"], "pid": pid, "starttime": self.starttime if pid else None,
+            "phase": self.phase(), "restarts": self.restarts, "started_at": self.started_at,
+            "created_at": self.created_at, "last_exit_code": self.last_exit_code, "last_exit_at": self.last_exit_at,
+            "next_start": self.next_start if pid is None else None, "log": str(self.spec["log"]),
+        }
+
+
+class Supervisor:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.children: dict[str, Child] = {}
+        self.stopping = False
+
+    # -- process control -------------------------------------------------------------------------------------
+    def start(self, child: Child) -> None:
+        spec = child.spec
+        log_path = Path(spec["log"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        child.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (kept open for the child's lifetime)
+        child.log.write(f"\n=== gtcdemo: starting {spec['name']} at {time.strftime('%Y-%m-%dT%H:%M:%S')} "
+                        f"(restart {child.restarts}) ===\n".encode())
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DYN_", "GTCDEMO_SUPERVISOR"))},
+               **spec["env"]}
+        child.popen = subprocess.Popen(
+            spec["argv"], env=env, stdin=subprocess.DEVNULL, stdout=child.log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=self.dir,
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS),
+        )
+        child.starttime = proc_starttime(child.popen.pid)
+        child.started_at = time.time()
+        child.stopping = False
+
+    def stop(self, children: list[Child]) -> None:
+        """SIGTERM each process group, then SIGKILL whatever is left after the grace period."""
+        running = [c for c in children if c.popen is not None and c.popen.poll() is None]
+        for c in running:
+            c.stopping = True
+            self._signal(c, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for c in running:
+            try:
+                c.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(c, signal.SIGKILL)
+                c.popen.wait()
+        for c in children:
+            self._signal(c, signal.SIGKILL)  # stragglers in the group (helpers the process spawned)
+            if c.log:
+                c.log.close()
+            c.stopping = False
+
+    @staticmethod
+    def _signal(child: Child, sig: int) -> None:
+        if child.popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.popen.pid, sig)
+
+    # -- reconcile -------------------------------------------------------------------------------------------
+    def load_plan(self) -> list[dict]:
+        plan = json.loads((self.dir / "plan.json").read_text())
+        prom = plan.get("prometheus_config")
+        if prom is not None:
+            (self.dir / "prometheus").mkdir(exist_ok=True)
+            write_json(self.dir / "prometheus" / "prometheus.yml", prom)  # JSON is valid YAML
+        return plan["procs"]
+
+    def reconcile(self) -> None:
+        wanted = {p["name"]: p for p in self.load_plan()}
+        stale = [c for name, c in self.children.items()
+                 if name not in wanted or c.spec["digest"] != wanted[name]["digest"]]
+        self.stop(stale)
+        for c in stale:
+            del self.children[c.name]
+        kept = set(self.children)
+        for name, spec in wanted.items():
+            if name not in self.children:
+                self.children[name] = Child(spec=spec)
+                self.start(self.children[name])
+        prom = self.children.get("prometheus")
+        if "prometheus" in kept and prom.popen and prom.popen.poll() is None:
+            self._signal(prom, signal.SIGHUP)  # reload scrape targets (a just-started one reads them anyway)
+        self.write_state()
+
+    def reap(self) -> None:
+        now = time.time()
+        for c in self.children.values():
+            if c.popen is not None and c.popen.poll() is not None and not c.stopping:
+                c.last_exit_code, c.last_exit_at = c.popen.returncode, now
+                ran = now - (c.started_at or now)
+                c.backoff = BACKOFF_START_S if ran > BACKOFF_RESET_AFTER_S else c.backoff
+                c.next_start = now + c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX_S)
+                c.popen = None
+                if c.log:
+                    c.log.close()
+            elif c.popen is None and not self.stopping and now >= c.next_start and c.last_exit_code is not None:
+                c.restarts += 1
+                self.start(c)
+
+    def write_state(self) -> None:
+        write_json(self.dir / "state.json", {
+            "supervisor": {"pid": os.getpid(), "starttime": proc_starttime(os.getpid()),
+                           "stopping": self.stopping},
+            "processes": {name: c.record() for name, c in self.children.items()},
+            "updated_at": time.time(),
+        })
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        discovery = self.dir / "discovery"
+        if discovery.exists():  # a crashed run's registrations would point the frontend at dead workers
+            import shutil
+            shutil.rmtree(discovery)
+        discovery.mkdir()
+        write_json(self.dir / "supervisor.json", {"pid": os.getpid(), "starttime": proc_starttime(os.getpid())})
+        try:
+            self.reconcile()
+            while not self.stopping:
+                waits = [c.next_start - time.time() for c in self.children.values()
+                         if c.popen is None and c.last_exit_code is not None]
+                timeout = max(0.05, min([1.0, *waits]))
+                info = signal.sigtimedwait(SIGNALS, timeout)
+                if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
+                    self.stopping = True
+                    break
+                if info is not None and info.si_signo == signal.SIGHUP:
+                    self.reconcile()
+                before = json.dumps([c.record() for c in self.children.values()], sort_keys=True)
+                self.reap()
+                if json.dumps([c.record() for c in self.children.values()], sort_keys=True) != before:
+                    self.write_state()
+        finally:
+            self.stopping = True
+            self.write_state()
+            self.stop(list(self.children.values()))
+            self.children.clear()
+            self.write_state()
+            (self.dir / "supervisor.json").unlink(missing_ok=True)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return Supervisor(Path(argv[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

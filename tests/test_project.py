@@ -1,0 +1,73 @@
+"""The project's own consistency: one source of dependencies, reviewable notebooks, parameters declared."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tomllib
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+from gtcdemo import project, workbook
+
+ROOT = project.ROOT
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_installs_the_package_from_pyproject() -> None:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "pip" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict))
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    assert pip_section == ['-e ".[all]"'], "environment.yml must only install the package: deps live in pyproject"
+    assert "all" in extras
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    minimum = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+
+
+def test_design_card_packages_are_dependencies() -> None:
+    declared = " ".join(PYPROJECT["project"]["dependencies"]
+                        + [d for ds in PYPROJECT["project"]["optional-dependencies"].values() for d in ds])
+    for package in ("jupyterlab", "papermill", "kubernetes", "pyyaml", "httpx", "pandas", "matplotlib",
+                    "prometheus-api-client", "nbval"):
+        assert package in declared, f"{package} missing from pyproject.toml"
+
+
+def test_committed_notebooks_match_their_source() -> None:
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, text in module.build().items():
+        committed = (ROOT / "notebooks" / name).read_text()
+        assert committed == text, f"notebooks/{name} differs from scripts/build_notebooks.py: run `make notebooks`"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_clean_and_declare_parameters(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "# NBVAL_CHECK_OUTPUT" not in "".join(cell["source"]):
+            assert cell["outputs"] == [] and cell["execution_count"] is None, "commit notebooks without outputs"
+    declared = papermill.inspect_notebook(str(path))
+    assert "env" in declared and declared["env"]["help"], "each notebook takes a documented `env`"
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in
+                      c.get("metadata", {}).get("tags", []))
+    assert "params.check(globals()" in "".join(first_code["source"]), "validate parameters in the first code cell"
+
+
+def test_step_notebooks_are_numbered_in_order() -> None:
+    names = [p.name for p in workbook.step_notebooks()]
+    assert names[:2] == ["01_configs.ipynb", "02_deploy.ipynb"] or names[0] == "00_preflight.ipynb"
+    assert names[-1] == "99_teardown.ipynb"
+
+
+def test_no_checkpoints_or_outputs_tracked() -> None:
+    ignored = (ROOT / ".gitignore").read_text()
+    for pattern in (".ipynb_checkpoints/", "out/", ".venv/"):
+        assert pattern in ignored
