@@ -134,8 +134,13 @@ class Bundle:
         return f"<b>Bundle <code>{html.escape(self.env)}</code></b>" + self.table().to_html(index=False)
 
 
+def _map(value: Any) -> dict:
+    """``value`` when it is a mapping, else {} (a YAML key left empty is None)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _arg(service: dict, flag: str) -> str | None:
-    args = service.get("extraPodSpec", {}).get("mainContainer", {}).get("args", []) or []
+    args = _map(_map(service.get("extraPodSpec")).get("mainContainer")).get("args") or []
     for i, value in enumerate(args):
         if value == flag and i + 1 < len(args):
             return str(args[i + 1])
@@ -188,7 +193,11 @@ def _read_manifests(directory: Path) -> list[tuple[Path, dict]]:
             raise ConfigError(f"YAML syntax error{line}: {getattr(exc, 'problem', exc)}",
                               where=str(path.relative_to(project.ROOT) if path.is_relative_to(project.ROOT) else path),
                               fix="fix the YAML syntax") from None
-        kinds = [d.get("kind") for d in loaded if isinstance(d, dict)]
+        for d in loaded:
+            if not isinstance(d, dict):
+                raise ConfigError(f"a document is a {type(d).__name__}, not a Kubernetes object", where=path.name,
+                                  fix="each YAML document must be a mapping with apiVersion, kind and metadata")
+        kinds = [d.get("kind") for d in loaded]
         if kinds.count(DGD_KIND) > 1:
             raise ConfigError(f"{kinds.count(DGD_KIND)} DynamoGraphDeployments in one file", where=str(path.name),
                               fix="keep exactly one DGD per env (one file per DGD)")
@@ -213,7 +222,7 @@ def _unknown(keys: set, known: set, where: str, errors: list[ConfigError]) -> No
 def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigError]:
     """Problems in the DGD against the seed's key schema and against the ConfigMap it mounts."""
     errors: list[ConfigError] = []
-    meta = dgd.get("metadata", {})
+    meta = _map(dgd.get("metadata"))
     _check(dgd.get("apiVersion") == DGD_API_VERSION, errors, f"apiVersion is {dgd.get('apiVersion')!r}",
            f"{where}.apiVersion", f"use {DGD_API_VERSION} (the installed CRD)")
     _check(bool(meta.get("name")) and bool(meta.get("namespace")), errors, "metadata.name and namespace are required",
@@ -260,18 +269,20 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
                    f"scalingAdapter is {adapter!r}", f"{at}.scalingAdapter",
                    "use `enabled: true` (CRD >= 0.9) or `disable: false` (0.8)")
         for j, mount in enumerate(svc.get("volumeMounts") or []):
+            if not _check(isinstance(mount, dict), errors, f"volumeMounts[{j}] is {mount!r}, not a mapping",
+                          f"{at}.volumeMounts[{j}]", "write `- name: model-nfs-pvc` / `mountPoint: /models`"):
+                continue
             _check(mount.get("name") in pvcs, errors, f"volumeMounts[{j}] names PVC {mount.get('name')!r}, which is "
                    f"not registered in spec.pvcs {sorted(pvcs)}", f"{at}.volumeMounts[{j}].name",
                    f"add `- name: {mount.get('name')}` to spec.pvcs, or mount one of {sorted(pvcs)}")
             _check(str(mount.get("mountPoint", "")).startswith("/"), errors, "mountPoint must be an absolute path",
                    f"{at}.volumeMounts[{j}].mountPoint", "set mountPoint: /models")
-        gpus = str(svc.get("resources", {}).get("limits", {}).get("gpu", "0"))
+        gpus = str(_map(_map(svc.get("resources")).get("limits")).get("gpu", "0"))
         _check(gpus.isdigit(), errors, f"resources.limits.gpu is {gpus!r}", f"{at}.resources.limits.gpu",
                'use a quoted whole number, e.g. "1"')
-        pod = svc.get("extraPodSpec") or {}
+        pod = _map(svc.get("extraPodSpec"))
         if gpus.isdigit() and int(gpus) > 0:
-            tolerated = any(t.get("key") == GPU_TOLERATION_KEY and t.get("effect", "NoSchedule") == "NoSchedule"
-                            for t in pod.get("tolerations") or [])
+            tolerated = any(_tolerates_gpu_taint(_map(t)) for t in pod.get("tolerations") or [])
             _check(tolerated, errors, "requests a GPU but does not tolerate the GPU nodes' taint "
                    f"{GPU_TOLERATION_KEY}:NoSchedule, so it would never schedule", f"{at}.extraPodSpec.tolerations",
                    f"add `- {{key: {GPU_TOLERATION_KEY}, operator: Exists, effect: NoSchedule}}`")
@@ -295,14 +306,22 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
     return errors
 
 
+def _tolerates_gpu_taint(toleration: dict) -> bool:
+    """Kubernetes semantics: an empty key with operator Exists tolerates every taint; an empty effect, every effect."""
+    key_ok = toleration.get("key") == GPU_TOLERATION_KEY or (not toleration.get("key")
+                                                              and toleration.get("operator") == "Exists")
+    return key_ok and toleration.get("effect") in (None, "", "NoSchedule")
+
+
 def _check_engine_args(svc: dict, at: str, cm_name: str | None, cm_keys: set, errors: list[ConfigError]) -> None:
     """Every --extra-engine-args path must be served by a mounted volume of the generated ConfigMap."""
     path = _arg(svc, "--extra-engine-args")
     if path is None:
         return
-    pod = svc.get("extraPodSpec") or {}
-    volumes = {v.get("name"): v for v in pod.get("volumes") or []}
-    for mount in pod.get("mainContainer", {}).get("volumeMounts") or []:
+    pod = _map(svc.get("extraPodSpec"))
+    volumes = {_map(v).get("name"): _map(v) for v in pod.get("volumes") or []}
+    for mount in (_map(pod.get("mainContainer")).get("volumeMounts") or []):
+        mount = _map(mount)
         prefix = str(mount.get("mountPath", "")).rstrip("/") + "/"
         if path.startswith(prefix):
             volume = volumes.get(mount.get("name"))
@@ -311,7 +330,7 @@ def _check_engine_args(svc: dict, at: str, cm_name: str | None, cm_keys: set, er
                                           where=f"{at}.extraPodSpec.volumes",
                                           fix=f"add a volume named {mount.get('name')!r}"))
                 return
-            source = volume.get("configMap", {}).get("name")
+            source = _map(volume.get("configMap")).get("name")
             key = path[len(prefix):]
             _check(source == cm_name, errors, f"{path} comes from ConfigMap {source!r}, not the generated {cm_name!r}",
                    f"{at}.extraPodSpec.volumes", f"mount ConfigMap {cm_name}")

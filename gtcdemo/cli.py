@@ -42,11 +42,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     target = _target(args)
-    print(repr(target.apply()))
+    started_here = args.target == "local" and not target.is_running()
     try:
+        print(repr(target.apply()))
         print(repr(target.wait(timeout_s=args.timeout, progress=_progress)))
     except BaseException:
-        if args.target == "local":  # leave nothing half-started behind
+        if started_here:  # leave nothing half-started behind (a graph that was already running stays)
             print("up failed or was interrupted: stopping what was started", file=sys.stderr)
             target.teardown()
         raise

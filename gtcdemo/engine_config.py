@@ -130,7 +130,7 @@ def _walk(values: dict, schema: dict, path: Path, prefix: str) -> list[ConfigErr
         dotted = f"{prefix}{key}"
         if key not in schema:
             near = difflib.get_close_matches(str(key), list(schema), n=1)
-            fix = f"did you mean {prefix}{near[0]!r}?" if near else f"remove it; known keys: {', '.join(schema)}"
+            fix = f"did you mean {prefix + near[0]!r}?" if near else f"remove it; known keys: {', '.join(schema)}"
             errors.append(ConfigError(f"unknown key {dotted!r}", where=_where(path, dotted), fix=fix))
             continue
         rule = schema[key]
@@ -141,7 +141,8 @@ def _walk(values: dict, schema: dict, path: Path, prefix: str) -> list[ConfigErr
             else:
                 errors.extend(_walk(value, rule, path, dotted + "."))
         elif (problem := rule(value)) is not None:
-            errors.append(ConfigError(problem, where=_where(path, dotted), fix=f"set {dotted} to a valid value"))
+            errors.append(ConfigError(problem, where=_where(path, dotted),
+                                      fix=f"change {dotted}: it {problem.split(', got')[0]}"))
     return errors
 
 

@@ -213,12 +213,17 @@ class LocalTarget:
     def _start_supervisor(self) -> None:
         (self.dir / "state.json").unlink(missing_ok=True)
         log = open(self.dir / "supervisor.log", "ab")  # noqa: SIM115 (handed to the child)
+        # Ctrl-C must not land between starting the supervisor and recording it, or `down` could not find it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            subprocess.Popen([sys.executable, "-m", "gtcdemo.supervisor", str(self.dir)], stdin=subprocess.DEVNULL,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             env={**os.environ, "PYTHONPATH": str(project.ROOT)})
+            proc = subprocess.Popen([sys.executable, "-m", "gtcdemo.supervisor", str(self.dir)],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, "PYTHONPATH": str(project.ROOT)},
+                                    preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, blocked))
+            write_json(self.dir / "supervisor.json", {"pid": proc.pid, "starttime": proc_starttime(proc.pid)})
         finally:
             log.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         deadline = time.monotonic() + 30
         while not (self.is_running() and self._read("state.json")):
             if time.monotonic() > deadline:

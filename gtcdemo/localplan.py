@@ -27,6 +27,7 @@ NO_MOCKER_EQUIVALENT = (
     "moe_expert_parallel_size", "enable_attention_dp", "pipeline_parallel_size", "trust_remote_code", "backend",
     "disable_overlap_scheduler", "print_iter_log", "max_input_len", "model", "cuda_graph_config.*",
     "cache_transceiver_config.*", "kv_cache_config.dtype", "scheduler_config.context_chunking_policy",
+    "scheduler_config.capacity_scheduler_policy (MAX_UTILIZATION, STATIC_BATCH)",
 )
 
 # One H100 80GB as nvidia-smi reports it, Llama-3.1-8B's BF16 weights (8.03 B parameters x 2 bytes) and the
@@ -93,8 +94,8 @@ def mocker_settings(config: dict, kv_bytes_per_token: int) -> dict[str, Any]:
     if "enable_block_reuse" in kv:
         settings["--enable-prefix-caching" if kv["enable_block_reuse"] else "--no-enable-prefix-caching"] = None
     policy = (config.get("scheduler_config") or {}).get("capacity_scheduler_policy")
-    if policy:
-        settings["--trtllm-capacity-scheduler-policy"] = policy
+    if policy == "GUARANTEED_NO_EVICT":  # the only policy the mocker simulates (it spells it in lower case)
+        settings["--trtllm-capacity-scheduler-policy"] = "guaranteed_no_evict"
     return settings
 
 

@@ -214,12 +214,13 @@ class Supervisor:
                 if json.dumps([c.record() for c in self.children.values()], sort_keys=True) != before:
                     self.write_state()
         finally:
+            # Stop the processes first: nothing below (a state folder deleted under us) may orphan them.
             self.stopping = True
-            self.write_state()
             self.stop(list(self.children.values()))
             self.children.clear()
-            self.write_state()
-            (self.dir / "supervisor.json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.write_state()
+                (self.dir / "supervisor.json").unlink(missing_ok=True)
         return 0
 
 

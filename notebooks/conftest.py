@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +17,12 @@ os.environ["GTCDEMO_STATE"] = _STATE
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _stop_local_graph() -> Iterator[None]:
-    yield
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the graph the notebooks started (nbval items take no fixtures, so this is a hook)."""
     from gtcdemo.local import LocalTarget
 
-    target = LocalTarget("dev")
+    target = LocalTarget("dev", state_dir=Path(_STATE) / "dev-gtc-demo")
     target.teardown()
-    assert target.leftover_pids() == [], "the notebooks left local processes running"
+    leftover = target.leftover_pids()
+    if leftover:
+        session.shouldfail = f"the notebooks left local processes running: {leftover}"

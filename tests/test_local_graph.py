@@ -201,6 +201,6 @@ def test_ctrl_c_during_up_leaves_nothing_running(state_dir: Path, tmp_path: Path
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "stopping what was started" in err
     assert target.leftover_pids() == []
