@@ -7,7 +7,7 @@ OUT    ?= out
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gtcdemo-installed
 
-.PHONY: setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status
+.PHONY: setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
 
 setup: $(STAMP)
 
@@ -36,3 +36,18 @@ up down status: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+# The seed's Makefile targets (Phase 1d-ii Step 4), as thin wrappers over the package. CLUSTER_TARGET=local
+# rehearses them on this machine.
+CLUSTER_TARGET ?= cluster
+deploy-dynamo: $(STAMP)
+	$(BIN)/gtcdemo up --env $(ENV) --target $(CLUSTER_TARGET)
+
+test-inference: $(STAMP)
+	$(BIN)/gtcdemo test-inference --env $(ENV) --target $(CLUSTER_TARGET)
+
+demo-status: $(STAMP)
+	$(BIN)/gtcdemo demo-status --env $(ENV) --target $(CLUSTER_TARGET)
+
+preflight: $(STAMP)
+	$(BIN)/gtcdemo preflight --env $(ENV) --target $(CLUSTER_TARGET)

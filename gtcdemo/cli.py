@@ -20,7 +20,7 @@ def _progress(message: str) -> None:
 def _target(args: argparse.Namespace):
     from .target import get_target
 
-    return get_target(args.target, args.env)
+    return get_target(args.target, args.env, context=getattr(args, "context", None))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     target = _target(args)
-    started_here = args.target == "local" and not target.is_running()
+    started_here = args.target == "local" and not target.is_running()  # type: ignore[attr-defined]
     try:
         print(repr(target.apply()))
         print(repr(target.wait(timeout_s=args.timeout, progress=_progress)))
@@ -60,8 +60,19 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(repr(_target(args).status()))
+    print(repr(_target(args).demo_status() if args.all else _target(args).status()))
     return 0
+
+
+def cmd_demo_status(args: argparse.Namespace) -> int:
+    print(repr(_target(args).demo_status()))
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    report = _target(args).preflight()
+    print(repr(report))
+    return 0 if report.ok else 1
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -105,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--env", default="dev", help="config set: engine-configs/<env>/ and manifests/<env>/")
         p.add_argument("--target", default="local", choices=project.TARGETS, help="where the graph runs")
+        p.add_argument("--context", help="deliberately use this kube context instead of the env's (cluster)")
         p.set_defaults(func=func)
         return p
 
@@ -114,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("up", cmd_up, "apply the bundle and wait until a completion succeeds"),
                              ("wait", cmd_wait, "wait until the deployment is ready")):
         add(name, func, text).add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
-    add("status", cmd_status, "processes / pods of the deployment")
+    add("status", cmd_status, "processes / pods of the deployment").add_argument(
+        "--all", action="store_true", help="also nodes, DGD, DGDSAs and PVCs (same as demo-status)")
+    add("demo-status", cmd_demo_status, "nodes, DGD, DGDSAs, pods and PVCs (the seed's demo-status)")
+    add("preflight", cmd_preflight, "check everything the deployment needs, before applying anything")
     logs = add("logs", cmd_logs, "recent log lines per process / pod")
     logs.add_argument("--service", help="only this service (e.g. TrtllmDecodeWorker)")
     logs.add_argument("--tail", type=int, default=20)

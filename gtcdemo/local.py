@@ -28,7 +28,7 @@ from . import bundle as bundle_mod
 from . import localplan, modeldir, project
 from .errors import DeploymentError, MissingDependencyError
 from .inference import chat_completion
-from .results import ApplyResult, ReadyResult, StatusTable
+from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 from .supervisor import alive, proc_starttime, write_json
 
 PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091}
@@ -160,6 +160,9 @@ class LocalTarget:
         folder.mkdir(parents=True, exist_ok=True)
         for key, text in cm["data"].items():
             (folder / key).write_text(text)
+        self._materialise_model()
+
+    def _materialise_model(self) -> None:
         for svc in self.bundle.services.values():
             args = [str(a) for a in svc.get("extraPodSpec", {}).get("mainContainer", {}).get("args", []) or []]
             if "--model-path" in args:
@@ -292,6 +295,64 @@ class LocalTarget:
     @contextlib.contextmanager
     def prometheus(self) -> Iterator[str]:
         yield self.prometheus_url()
+
+    def demo_status(self) -> Overview:
+        """The local counterpart of the seed's `demo-status`: processes, applied objects, where the state is."""
+        applied = []
+        for path in sorted((self.dir / "applied").glob("*.json")) if (self.dir / "applied").exists() else []:
+            obj = json.loads(path.read_text())
+            applied.append({"kind": obj["kind"], "name": obj["metadata"]["name"],
+                            "namespace": obj["metadata"].get("namespace", "")})
+        where = pd.DataFrame([{"state folder": str(self.dir), "model PVC folder": str(pvc_root()),
+                               "supervisor pid": self.supervisor_pid() or ""}])
+        return Overview(f"demo-status: {self.name}", [
+            self.status(),
+            StatusTable("applied objects", pd.DataFrame(applied, columns=["kind", "name", "namespace"])),
+            StatusTable("where", where),
+        ])
+
+    def preflight(self) -> CheckReport:
+        """What the local graph needs: the bundle valid, Dynamo and Prometheus installed, ports, model folder."""
+        import importlib.metadata
+
+        from .errors import ConfigError
+
+        report = CheckReport(f"preflight: {self.env} on this machine (local target)")
+        try:
+            b = self.bundle
+            report.add("engine configs and manifests", True, f"{b.name}: {b.expected_pods} pods, "
+                       f"{', '.join(b.engine_configs)} configs valid")
+        except ConfigError as exc:
+            report.add("engine configs and manifests", False, str(exc).splitlines()[0], exc.fix or "")
+            return report
+        try:
+            found = check_dependencies()
+            report.add("Dynamo (ai-dynamo)", True, f"{importlib.metadata.version('ai-dynamo')} in {sys.prefix}")
+            report.add("Prometheus", True, found["prometheus"])
+        except MissingDependencyError as exc:
+            report.add("Dynamo and Prometheus", False, exc.problem, exc.fix or "")
+        taken: set[int] = set()
+        for role, port in PREFERRED_PORTS.items():
+            if _port_free(port):
+                report.add(f"port {port} ({role})", True, "free on 127.0.0.1")
+            else:
+                report.add(f"port {port} ({role})", None, f"taken: the {role} will use {pick_port(port, taken)}")
+        try:
+            self._materialise_model()
+            report.add("model folder", True, f"{pvc_root()} (tokenizer + Llama-3.1-8B config, made here)")
+        except OSError as exc:
+            report.add("model folder", False, str(exc), f"make {pvc_root()} writable or set GTCDEMO_CACHE")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+            report.add("state folder", True, str(self.dir))
+        except OSError as exc:
+            report.add("state folder", False, str(exc), "set GTCDEMO_STATE to a writable folder")
+        running = self.supervisor_pid()
+        report.add("deployment", True, f"running (supervisor pid {running})" if running else "not running yet")
+        return report
 
     # -- wait --------------------------------------------------------------------------------------------------------
     def wait(self, timeout_s: float = 600.0, progress: Callable[[str], None] | None = None) -> ReadyResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -72,13 +73,87 @@ class ReadyResult:
     ready: bool
     elapsed_s: float
     status: StatusTable
+    details: list[StatusTable] = field(default_factory=list)
 
     def __repr__(self) -> str:
         word = "READY" if self.ready else "NOT READY"
-        return f"{self.target}: {word} after {self.elapsed_s:.1f} s\n{self.status!r}"
+        extra = "".join(f"\n{d!r}" for d in self.details)
+        return f"{self.target}: {word} after {self.elapsed_s:.1f} s\n{self.status!r}{extra}"
 
     def _repr_html_(self) -> str:
         colour = "#1b7f3b" if self.ready else "#b00020"
         word = "READY" if self.ready else "NOT READY"
         return (f"<h3 style='color:{colour}'>{html.escape(self.target)}: {word} after {self.elapsed_s:.1f} s</h3>"
-                + self.status._repr_html_())
+                + self.status._repr_html_() + "".join(d._repr_html_() for d in self.details))
+
+
+CHECK_COLOURS = {"PASS": "#1b7f3b", "WARN": "#b26b00", "FAIL": "#b00020"}
+
+
+@dataclass
+class CheckReport:
+    """Preflight checks: each with PASS / WARN / FAIL, what was found, and the fix when it failed."""
+
+    title: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, check: str, ok: bool | None, detail: str, fix: str = "") -> None:
+        """``ok`` True = PASS, False = FAIL, None = WARN (works, but worth knowing)."""
+        result = "PASS" if ok else "WARN" if ok is None else "FAIL"
+        self.rows.append({"check": check, "result": result, "detail": detail, "fix": "" if ok else fix})
+
+    @property
+    def ok(self) -> bool:
+        return all(r["result"] != "FAIL" for r in self.rows)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [r for r in self.rows if r["result"] == "FAIL"]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["check", "result", "detail", "fix"])
+
+    def __repr__(self) -> str:
+        verdict = "all checks passed" if self.ok else f"{len(self.failures)} check(s) failed"
+        lines = [f"{self.title}: {verdict}"]
+        lines += [f"[{r['result']}] {r['check']}: {r['detail']}" + (f"\n       fix: {r['fix']}" if r["fix"] else "")
+                  for r in self.rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        verdict = "all checks passed" if self.ok else f"{len(self.failures)} check(s) failed"
+        colour = CHECK_COLOURS["PASS" if self.ok else "FAIL"]
+        return (f"<h4>{html.escape(self.title)}: <span style='color:{colour}'>{verdict}</span></h4>"
+                + _html_table(self.frame, "result", CHECK_COLOURS))
+
+
+@dataclass
+class Overview:
+    """Several titled tables at once (the seed's `demo-status`: nodes, DGD, DGDSAs, pods, PVCs)."""
+
+    title: str
+    tables: list[StatusTable]
+
+    def __repr__(self) -> str:
+        return "\n\n".join([f"== {self.title} ==", *(repr(t) for t in self.tables)])
+
+    def _repr_html_(self) -> str:
+        return f"<h3>{html.escape(self.title)}</h3>" + "".join(t._repr_html_() for t in self.tables)
+
+
+def live_progress(prefix: str = "") -> Callable[[str], None]:
+    """A progress callback that redraws one line in place in a notebook (display handle), or prints outside one."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks extra
+        return lambda message: print(f"{prefix}{message}", flush=True)
+    if get_ipython() is None:
+        return lambda message: print(f"{prefix}{message}", flush=True)
+    handle = display(Markdown(f"{prefix}…"), display_id=True)
+
+    def update(message: str) -> None:
+        handle.update(Markdown(f"{prefix}{html.escape(message)}"))
+
+    return update

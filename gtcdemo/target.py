@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from . import project
 from .bundle import Bundle
-from .results import ApplyResult, ReadyResult, StatusTable
+from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 
 
 @runtime_checkable
@@ -25,6 +25,8 @@ class Target(Protocol):
     def apply(self, bundle: Bundle | None = None) -> ApplyResult: ...
     def wait(self, timeout_s: float = 600.0, progress: Callable[[str], None] | None = None) -> ReadyResult: ...
     def status(self) -> StatusTable: ...
+    def demo_status(self) -> Overview: ...
+    def preflight(self) -> CheckReport: ...
     def logs(self, service: str | None = None, tail: int = 20) -> dict[str, str]: ...
     def scale(self, service: str, replicas: int) -> ApplyResult: ...
     def teardown(self) -> ApplyResult: ...
@@ -32,8 +34,11 @@ class Target(Protocol):
     def prometheus(self) -> contextlib.AbstractContextManager[str]: ...
 
 
-def get_target(target: str = "local", env: str = "dev") -> Target:
-    """The target named ``target`` for config set ``env`` (validated, with the choices listed on error)."""
+def get_target(target: str = "local", env: str = "dev", *, context: str | None = None) -> Target:
+    """The target named ``target`` for config set ``env`` (validated, with the choices listed on error).
+
+    ``context`` deliberately overrides the env's kube context (cluster target only).
+    """
     project.check_target(target)
     project.check_env(env)
     if target == "local":
@@ -42,4 +47,4 @@ def get_target(target: str = "local", env: str = "dev") -> Target:
         return LocalTarget(env)
     from .cluster import ClusterTarget
 
-    return ClusterTarget(env)
+    return ClusterTarget(env, context=context)

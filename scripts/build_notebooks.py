@@ -41,11 +41,50 @@ def check(text: str, expect: str) -> nbformat.NotebookNode:
     return cell
 
 
+def ready_check() -> nbformat.NotebookNode:
+    """The same check on either target: the DGD's pods, Running and Ready (locally Prometheus is listed too)."""
+    return check("""
+pods = ready.status.frame
+pods = pods[pods["service"].isin(tgt.bundle.services)]
+print("ready:", ready.ready)
+print(pods[["service", "role", "phase", "ready"]].sort_values("service").to_string(index=False))
+""", "ready: True\n"
+         "            service     role   phase ready\n"
+         "           Frontend frontend Running   1/1\n"
+         " TrtllmDecodeWorker   decode Running   1/1\n"
+         "TrtllmPrefillWorker  prefill Running   1/1\n")
+
+
 def params(text: str) -> nbformat.NotebookNode:
     return code(text, "parameters")
 
 
 NB: dict[str, list] = {
+    "00_preflight.ipynb": [
+        md("""
+# 00 · Preflight
+
+Everything the deployment needs, checked before anything is applied; each failed check says how to fix it.
+On the cluster: the API server, the namespace, the DGD and DGDSA CRDs, the Dynamo operator, GPU nodes with the
+seed's label, taint and enough allocatable `nvidia.com/gpu`, the RuntimeClass `nvidia`, the model PVC Bound, the
+secret `hf-token` (its metadata only, never its data), the Prometheus service and a server-side dry run of the
+whole bundle. On the local target: Dynamo and Prometheus installed, ports, the model folder.
+
+Headless: `papermill notebooks/00_preflight.ipynb out.ipynb -p env dev -p target cluster`
+"""),
+        params(ENV + """
+target: str = "local"  # "local" (this machine) or "cluster" (the env's kube context)
+"""),
+        code("""
+from gtcdemo import get_target, params
+
+p = params.check(globals(), env=str, target=str)
+tgt = get_target(target, env)
+report = tgt.preflight()
+report
+"""),
+        check('print("preflight ok:", report.ok)', "preflight ok: True\n"),
+    ],
     "01_configs.ipynb": [
         md("""
 # 01 · Engine configs
@@ -131,16 +170,38 @@ result
 ready = tgt.wait(timeout_s=wait_timeout_s)
 ready
 """),
-        check("""
-pods = ready.status.frame
-pods = pods[pods["service"].isin(b.services)]  # the DGD's pods (the local target also lists its Prometheus)
-print("ready:", ready.ready)
-print(pods[["service", "role", "phase", "ready"]].sort_values("service").to_string(index=False))
-""", "ready: True\n"
-     "            service     role   phase ready\n"
-     "           Frontend frontend Running   1/1\n"
-     " TrtllmDecodeWorker   decode Running   1/1\n"
-     "TrtllmPrefillWorker  prefill Running   1/1\n"),
+        ready_check(),
+    ],
+    "03_wait.ipynb": [
+        md("""
+# 03 · Wait for the graph
+
+Step 3 of the plan. On the cluster: a watch (not a 15 s poll) on the pods labelled
+`nvidia.com/dynamo-graph-deployment-name=<dgd>` — the operator's label; the seed's script selected
+`nvidia.com/dynamo-graph-deployment`, which the operator never sets — until the expected number (from the DGD's
+replicas: 3 for dev) is Running and Ready and the DGD reports `successful`. It fails at once, with a diagnosis, on
+states that will not heal (image pulls, crash loops, unschedulable pods, missing volumes, gated pods), and prints
+the pods, their events and their last log lines. On the local target: every process healthy and a real chat
+completion answered.
+
+Headless: `papermill notebooks/03_wait.ipynb out.ipynb -p env dev -p timeout_s 900`
+"""),
+        params(ENV + """
+target: str = "local"  # "local" (this machine) or "cluster" (the env's kube context)
+timeout_s: float = 600.0  # give up after this long (TRT-LLM loading 8B from NFS takes ~5 min the first time)
+"""),
+        code("""
+from gtcdemo import get_target, params
+from gtcdemo.results import live_progress
+
+p = params.check(globals(), env=str, target=str, timeout_s=float)
+tgt = get_target(target, env)
+ready = tgt.wait(timeout_s=timeout_s, progress=live_progress("**waiting:** "))
+ready
+"""),
+        ready_check(),
+        md("## Everything at a glance (the seed's `demo-status`)"),
+        code("tgt.demo_status()"),
     ],
     "99_teardown.ipynb": [
         md("""
