@@ -7,7 +7,7 @@ OUT    ?= out
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gtcdemo-installed
 
-.PHONY: setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
+.PHONY: envtest setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/gtcdemo demo --env $(ENV) --target $(TARGET) --out $(OUT)
 
-test: $(STAMP)
+# kube-apiserver for the cluster tests: built once from Debian's source package and cached (~7 min the first time).
+envtest:
+	bash tests/envtest/build-kube-apiserver.sh >/dev/null
+
+test: $(STAMP) envtest
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks
 
 lint: $(STAMP)

@@ -399,6 +399,11 @@ class ClusterTarget:
                 resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
                                            force_conflicts=True, dry_run="All")
             except DynamicApiError as exc:
+                if exc.status == 404:  # discovery was cached before the CRD went away
+                    raise DeploymentError(
+                        f"the API server does not serve {obj['kind']} ({obj['apiVersion']}): its CRD is not "
+                        "installed; nothing was applied",
+                        fix="install the Dynamo CRDs (helm install dynamo-crds ...)") from None
                 raise DeploymentError(
                     f"the API server refuses {obj['kind']} {obj['metadata']['name']} (dry run; nothing was "
                     f"applied): {_dynamic_message(exc)}",
@@ -524,8 +529,9 @@ class ClusterTarget:
 
     def _failure(self, headline: str, pods: dict[str, Any]) -> DeploymentError:
         """The diagnosis a presenter needs: the pods as `-o wide`, their recent events, their last log lines."""
+        events = self.events_frame(set(pods))
         parts = [headline, "", "pods:", pods_frame(list(pods.values())).to_string(index=False)]
-        parts += ["", "recent events:", self.events_frame(set(pods)).to_string(index=False)]
+        parts += ["", "recent events:", events.to_string(index=False) if not events.empty else "(none)"]
         for name in sorted(pods):
             parts += ["", f"last 20 log lines of {name}:", self._pod_logs(name, 20)]
         return DeploymentError("\n".join(parts), where=f"{self.context}/{self.namespace}",

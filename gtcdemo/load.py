@@ -1,0 +1,825 @@
+"""Load generation against an OpenAI-compatible endpoint, measured the way NVIDIA AIPerf measures.
+
+Why our own client and not AIPerf itself: the demo runs on a 2-core machine where the server being measured shares
+the CPU, and a notebook needs a result object it can show. So the client is deliberately cheap: one shared
+``httpx.AsyncClient``, a chunk's JSON is parsed only until the first content arrives, later chunks are only
+searched as bytes, and the final ``usage`` chunk is parsed once. Definitions (TTFT, ITL, throughput, goodput,
+percentiles) are AIPerf's, so numbers compare with the tools people trust:
+
+- TTFT: send -> first chunk with non-empty content. Latency: send -> last chunk.
+- ITL: (latency - TTFT) / (output tokens - 1), one mean per request.
+- Request / output-token throughput and goodput: counts / duration, duration = first send -> last response.
+
+Closed loop (``concurrency``) and open loop (``request_rate``, Poisson arrivals, optional ``max_concurrency``),
+warm-up excluded, synthetic prompts of an exact token length with an optional shared prefix (to make prefix
+caching and KV-aware routing visible). Errors are counted, never fatal; Ctrl-C keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import html
+import json
+import math
+import numbers
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, ValidationErrors
+
+# AIPerf's percentile set (numpy's linear interpolation, population std).
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+STAT_KEYS = tuple(f"p{p}" for p in PERCENTILES) + ("mean", "min", "max", "std")
+COLUMNS = ["index", "request_id", "start", "ttft_s", "latency_s", "itl_s", "input_tokens", "output_tokens",
+           "cached_tokens", "status", "http_status", "error"]
+_TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens")
+# Identity encoding: the stream is read raw (no decompression layer), and SSE is not worth compressing.
+_HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "accept-encoding": "identity"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The spec
+# --------------------------------------------------------------------------------------------------------------
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What load to offer: closed loop (``concurrency``) or open loop (``request_rate``), and what prompts.
+
+    Stops at ``num_requests`` or ``duration_s``, whichever comes first (requests in flight at the deadline are
+    finished). ``warmup_requests`` run first at the same concurrency and are excluded from the results.
+    """
+
+    model: str
+    concurrency: int | None = None
+    request_rate: float | None = None
+    max_concurrency: int | None = None
+    duration_s: float | None = None
+    num_requests: int | None = None
+    warmup_requests: int = 0
+    input_tokens_mean: int = 200
+    input_tokens_std: float = 0.0
+    output_tokens: int = 32
+    shared_prefix_fraction: float = 0.0
+    seed: int = 0
+    timeout_s: float = 60.0
+    slo_ttft_ms: float | None = None
+    slo_itl_ms: float | None = None
+    tokenizer: str | None = None  # tokenizer.json; default: the served model's, in the local model folder
+
+    def __post_init__(self) -> None:
+        errors = [ConfigError(problem, where="LoadSpec", fix=fix) for problem, fix in self._problems()]
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ValidationErrors(errors)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        if not isinstance(self.model, str) or not self.model:
+            out.append((f"model must be the served model name, got {self.model!r}",
+                        "use the target's bundle.served_model_name (see `gtcdemo models`)"))
+        if self.concurrency is None and self.request_rate is None:
+            out.append(("give concurrency (closed loop) or request_rate (open loop)",
+                        "e.g. LoadSpec(model, concurrency=4, num_requests=100)"))
+        if self.concurrency is not None and self.request_rate is not None:
+            out.append(("concurrency and request_rate exclude each other",
+                        "closed loop: concurrency only; open loop: request_rate (cap it with max_concurrency)"))
+        if self.concurrency is not None and not (_is_int(self.concurrency) and self.concurrency >= 1):
+            out.append((f"concurrency must be >= 1 (a whole number of requests in flight), got {self.concurrency!r}",
+                        "pass e.g. concurrency=1 for the unloaded latency, or more to load the server"))
+        if self.request_rate is not None and not (_is_number(self.request_rate) and self.request_rate > 0):
+            out.append((f"request_rate must be > 0 requests per second, got {self.request_rate!r}",
+                        "pass e.g. request_rate=2.0"))
+        if self.max_concurrency is not None:
+            if self.request_rate is None:
+                out.append(("max_concurrency only caps an open loop (request_rate)",
+                            "for a closed loop set concurrency instead"))
+            elif not (_is_int(self.max_concurrency) and self.max_concurrency >= 1):
+                out.append((f"max_concurrency must be >= 1, got {self.max_concurrency!r}",
+                            "pass a whole number, or None for no cap"))
+        if self.duration_s is None and self.num_requests is None:
+            out.append(("give num_requests or duration_s (or both: the run stops at whichever comes first)",
+                        "e.g. num_requests=100 or duration_s=30"))
+        if self.duration_s is not None and not (_is_number(self.duration_s) and self.duration_s > 0):
+            out.append((f"duration_s must be > 0 s, got {self.duration_s!r}", "pass e.g. duration_s=30"))
+        if self.num_requests is not None and not (_is_int(self.num_requests) and self.num_requests >= 1):
+            out.append((f"num_requests must be >= 1, got {self.num_requests!r}", "pass e.g. num_requests=100"))
+        if not (_is_int(self.warmup_requests) and self.warmup_requests >= 0):
+            out.append((f"warmup_requests must be >= 0, got {self.warmup_requests!r}", "pass 0 for no warm-up"))
+        if not (_is_int(self.input_tokens_mean) and self.input_tokens_mean >= 1):
+            out.append((f"input_tokens_mean must be >= 1 token, got {self.input_tokens_mean!r}",
+                        "pass e.g. input_tokens_mean=200"))
+        if not (_is_number(self.input_tokens_std) and self.input_tokens_std >= 0):
+            out.append((f"input_tokens_std must be >= 0, got {self.input_tokens_std!r}",
+                        "pass 0 for prompts of exactly input_tokens_mean tokens"))
+        if not (_is_int(self.output_tokens) and self.output_tokens >= 1):
+            out.append((f"output_tokens must be >= 1, got {self.output_tokens!r}",
+                        "pass e.g. output_tokens=32 (sent as max_tokens with ignore_eos)"))
+        if not (_is_number(self.shared_prefix_fraction) and 0 <= self.shared_prefix_fraction <= 1):
+            out.append((f"shared_prefix_fraction must be between 0 and 1, got {self.shared_prefix_fraction!r}",
+                        "0 = every prompt unique; 0.5 = the first half of every prompt is one shared system prompt"))
+        if not _is_int(self.seed):
+            out.append((f"seed must be a whole number, got {self.seed!r}", "pass e.g. seed=0"))
+        if not (_is_number(self.timeout_s) and self.timeout_s > 0):
+            out.append((f"timeout_s must be > 0 s, got {self.timeout_s!r}", "pass e.g. timeout_s=60"))
+        for name in ("slo_ttft_ms", "slo_itl_ms"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and value > 0):
+                out.append((f"{name} must be > 0 ms or None, got {value!r}", f"pass e.g. {name}=100"))
+        if self.tokenizer is not None and not isinstance(self.tokenizer, str | Path):
+            out.append((f"tokenizer must be the path of a tokenizer.json, got {self.tokenizer!r}",
+                        "pass the model's tokenizer.json, or None for the local model folder's"))
+        return out
+
+    @property
+    def mode(self) -> str:
+        """``closed`` (fixed concurrency) or ``open`` (request rate)."""
+        return "closed" if self.concurrency is not None else "open"
+
+    @property
+    def level(self) -> float:
+        """The load level a sweep varies: the concurrency, or the request rate."""
+        return float(self.concurrency if self.concurrency is not None else self.request_rate)  # type: ignore[arg-type]
+
+    @property
+    def in_flight_limit(self) -> int | None:
+        """Most requests in flight at once (None: an uncapped open loop)."""
+        return self.concurrency if self.concurrency is not None else self.max_concurrency
+
+    def label(self) -> str:
+        if self.concurrency is not None:
+            return f"concurrency {self.concurrency}"
+        cap = f", max {self.max_concurrency} in flight" if self.max_concurrency else ""
+        return f"rate {self.request_rate:g}/s{cap}"
+
+    def at_level(self, level: float) -> LoadSpec:
+        """The same spec at another concurrency (closed loop) or request rate (open loop)."""
+        if self.concurrency is not None:
+            if not (isinstance(level, numbers.Real) and float(level).is_integer()):
+                raise ConfigError(f"concurrency must be >= 1 (a whole number), got sweep level {level!r}",
+                                  where="sweep levels", fix="use whole numbers for a closed-loop sweep")
+            return dataclasses.replace(self, concurrency=int(level))
+        if not isinstance(level, numbers.Real):
+            raise ConfigError(f"request_rate must be > 0 requests per second, got sweep level {level!r}",
+                              where="sweep levels", fix="use numbers for an open-loop sweep")
+        return dataclasses.replace(self, request_rate=float(level))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Synthetic prompts
+# --------------------------------------------------------------------------------------------------------------
+def default_tokenizer_path(model: str) -> Path:
+    """The served model's tokenizer.json: the local model folder (as the local graph mounts it)."""
+    from . import modeldir
+    from .local import pvc_root
+
+    candidate = pvc_root() / "model-nfs-pvc" / model / "tokenizer.json"
+    if candidate.is_file():
+        return candidate
+    if model == modeldir.SERVED_MODEL_NAME:
+        return modeldir.ensure_model_dir() / "tokenizer.json"  # the same small tokenizer the local graph uses
+    raise ConfigError(f"no tokenizer.json for model {model!r} (looked in {candidate.parent})",
+                      where="LoadSpec.tokenizer", fix="pass LoadSpec(tokenizer='/path/to/tokenizer.json')")
+
+
+@functools.lru_cache(maxsize=4)
+def single_token_words(tokenizer_path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Words that are exactly one token after a space, and those that are one token also at the start of a text.
+
+    A text made of such words is exactly as many tokens as words, so prompt lengths are exact without encoding
+    each prompt. Sorted, so the same seed gives the same prompts on every machine.
+    """
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_path)
+    pieces = tok.decode_batch([[i] for i in range(tok.get_vocab_size())], skip_special_tokens=True)
+    candidates = sorted({p[1:] for p in pieces if len(p) >= 3 and p[0] == " " and p[1:].isascii()
+                         and p[1:].isalpha()})
+    spaced = [w for w, e in zip(candidates, tok.encode_batch([" " + w for w in candidates],
+                                                             add_special_tokens=False), strict=True)
+              if len(e.ids) == 1]
+    first = [w for w, e in zip(spaced, tok.encode_batch(spaced, add_special_tokens=False), strict=True)
+             if len(e.ids) == 1]
+    if len(spaced) < 50 or not first:
+        raise ConfigError(f"{tokenizer_path} has too few whole-word tokens ({len(spaced)}) to build prompts from",
+                          where="LoadSpec.tokenizer", fix="pass the served model's own tokenizer.json")
+    return tuple(spaced), tuple(first)
+
+
+class PromptSource:
+    """Request bodies with prompts of a given token length, reproducible from (seed, phase, index).
+
+    With ``shared_prefix_fraction`` f, the first f of each prompt's tokens is a system prompt cut from one long
+    shared text (so every request shares it, block for block); the rest is a user message unique to the request.
+    """
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        path = spec.tokenizer or str(default_tokenizer_path(spec.model))
+        if not Path(path).is_file():
+            raise ConfigError(f"tokenizer file {path} does not exist", where="LoadSpec.tokenizer",
+                              fix="pass the served model's tokenizer.json, or None for the local model folder's")
+        self.words, self.first_words = single_token_words(str(path))
+        self.max_len = max(1, int(math.ceil(spec.input_tokens_mean + 5 * spec.input_tokens_std)))
+        rng = random.Random(f"gtcdemo-load:{spec.seed}:prefix")
+        shared_len = int(math.ceil(spec.shared_prefix_fraction * self.max_len))
+        self._shared = [rng.choice(self.first_words)] + [" " + w for w in rng.choices(self.words, k=shared_len)]
+        self._head = (f'{{"model":{json.dumps(spec.model)},"max_tokens":{spec.output_tokens},"ignore_eos":true,'
+                      f'"stream":true,"stream_options":{{"include_usage":true}},"messages":')
+
+    def length(self, rng: random.Random) -> int:
+        if self.spec.input_tokens_std == 0:
+            return self.spec.input_tokens_mean
+        return min(self.max_len, max(1, round(rng.gauss(self.spec.input_tokens_mean, self.spec.input_tokens_std))))
+
+    def messages(self, index: int, phase: str = "run") -> list[dict[str, str]]:
+        """The chat messages of request ``index``: their content is exactly the drawn number of tokens."""
+        rng = random.Random(f"gtcdemo-load:{self.spec.seed}:{phase}:{index}")
+        n = self.length(rng)
+        n_shared = min(n, round(self.spec.shared_prefix_fraction * n))
+        out = []
+        if n_shared:
+            out.append({"role": "system", "content": "".join(self._shared[:n_shared])})
+        if n - n_shared:
+            words = rng.choices(self.words, k=n - n_shared - 1)
+            out.append({"role": "user", "content": rng.choice(self.first_words) + "".join(" " + w for w in words)})
+        return out
+
+    def body(self, index: int, phase: str = "run") -> bytes:
+        """The JSON request body (ignore_eos at the top level: Dynamo 1.6 rejects nvext.ignore_eos)."""
+        return (self._head + json.dumps(self.messages(index, phase)) + "}").encode()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure statistics (unit-tested without a server)
+# --------------------------------------------------------------------------------------------------------------
+def distribution(values: Sequence[float] | np.ndarray | pd.Series) -> dict[str, float | None]:
+    """AIPerf's statistics of one metric: p1..p99 (linear interpolation), mean, min, max, std (population).
+
+    NaNs are ignored; an empty input gives None for every key.
+    """
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return dict.fromkeys(STAT_KEYS)
+    pct = np.percentile(arr, PERCENTILES)
+    out: dict[str, float | None] = {f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)}
+    out.update(mean=float(arr.mean()), min=float(arr.min()), max=float(arr.max()), std=float(arr.std()))
+    return out
+
+
+def itl_seconds(latency_s: Any, ttft_s: Any, output_tokens: Any) -> np.ndarray:
+    """(latency - TTFT) / (output tokens - 1) per request; NaN when fewer than 2 tokens (no gap to measure)."""
+    lat = np.asarray(latency_s, dtype=float)
+    ttft = np.asarray(ttft_s, dtype=float)
+    out = np.asarray(output_tokens, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(out >= 2, (lat - ttft) / (out - 1), np.nan)
+
+
+def run_duration(start: Any, latency_s: Any) -> float:
+    """First request sent -> last response received (every request counts, failed ones too); 0 when empty."""
+    s = np.asarray(start, dtype=float)
+    lat = np.asarray(latency_s, dtype=float)
+    if s.size == 0:
+        return 0.0
+    end = s + np.nan_to_num(lat, nan=0.0)
+    return float(end.max() - s.min())
+
+
+def per_second(count: float, duration_s: float) -> float:
+    """A count over the run duration; 0 when nothing ran (no duration)."""
+    return float(count) / duration_s if duration_s > 0 else 0.0
+
+
+def meets_slos(ttft_s: Any, itl_s: Any, slo_ttft_ms: float | None, slo_itl_ms: float | None) -> np.ndarray:
+    """Which requests meet every SLO given (a request with no ITL, i.e. one output token, meets the ITL SLO)."""
+    ttft = np.asarray(ttft_s, dtype=float)
+    ok = np.ones(ttft.shape, dtype=bool)
+    if slo_ttft_ms is not None:
+        ok &= ttft * 1000 <= slo_ttft_ms
+    if slo_itl_ms is not None:
+        itl = np.asarray(itl_s, dtype=float)
+        ok &= np.isnan(itl) | (itl * 1000 <= slo_itl_ms)
+    return ok
+
+
+def summarize(records: pd.DataFrame, slo_ttft_ms: float | None = None, slo_itl_ms: float | None = None) -> dict:
+    """Per-run numbers from per-request records: distributions over successful requests, rates over the duration.
+
+    Goodput is None when no SLO is given (AIPerf reports it only against SLOs).
+    """
+    ok = records[records["status"] == "ok"] if len(records) else records
+    duration = run_duration(records["start"], records["latency_s"]) if len(records) else 0.0
+    out_tokens = float(pd.to_numeric(ok["output_tokens"], errors="coerce").fillna(0).sum()) if len(ok) else 0.0
+    goodput = None
+    if slo_ttft_ms is not None or slo_itl_ms is not None:
+        good = int(meets_slos(ok["ttft_s"], ok["itl_s"], slo_ttft_ms, slo_itl_ms).sum()) if len(ok) else 0
+        goodput = per_second(good, duration)
+
+    def col(name: str) -> np.ndarray:
+        return pd.to_numeric(ok[name], errors="coerce").to_numpy(dtype=float) if len(ok) else np.array([])
+
+    return {
+        "requests": len(records),
+        "ok_count": len(ok),
+        "error_count": len(records) - len(ok),
+        "duration_s": duration,
+        "request_throughput": per_second(len(ok), duration),
+        "output_token_throughput": per_second(out_tokens, duration),
+        "goodput": goodput,
+        "ttft_ms": distribution(col("ttft_s") * 1000),
+        "itl_ms": distribution(col("itl_s") * 1000),
+        "latency_ms": distribution(col("latency_s") * 1000),
+        "input_tokens_mean": distribution(col("input_tokens"))["mean"],
+        "output_tokens_mean": distribution(col("output_tokens"))["mean"],
+        "cached_tokens_mean": distribution(col("cached_tokens"))["mean"],
+    }
+
+
+def records_frame(rows: Sequence[tuple]) -> pd.DataFrame:
+    """Rows as the client records them (ITL left out) -> the records DataFrame, with AIPerf's ITL added."""
+    base = [c for c in COLUMNS if c != "itl_s"]
+    frame = pd.DataFrame.from_records(list(rows), columns=base)
+    for name in _TOKEN_COLUMNS:
+        frame[name] = pd.array(frame[name], dtype="Int64")
+    frame["http_status"] = frame["http_status"].astype("int64")
+    frame["index"] = frame["index"].astype("int64")
+    for name in ("start", "ttft_s", "latency_s"):
+        frame[name] = frame[name].astype(float)
+    itl = itl_seconds(frame["latency_s"], frame["ttft_s"],
+                      frame["output_tokens"].astype("Float64").to_numpy(dtype=float, na_value=np.nan))
+    frame.insert(COLUMNS.index("itl_s"), "itl_s", np.where(frame["status"] == "ok", itl, np.nan))
+    return frame.sort_values("start", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    """Per-request records of one load level, and AIPerf's summary of them."""
+
+    spec: LoadSpec
+    records: pd.DataFrame
+    started_at: float          # epoch s when the measured phase began
+    ended_at: float            # epoch s when it ended
+    interrupted: bool = False  # Ctrl-C / cancellation: the records are what was measured until then
+    cancelled_requests: int = 0  # in flight when interrupted (not in the records)
+    warmup_requests_done: int = 0
+    base_url: str = ""
+    _summary: dict | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> dict:
+        """AIPerf's per-run numbers, plus the load level and when the run happened."""
+        if self._summary is None:
+            s = self.spec
+            self._summary = {
+                "mode": s.mode, "concurrency": s.concurrency, "request_rate": s.request_rate,
+                "max_concurrency": s.max_concurrency,
+                **summarize(self.records, s.slo_ttft_ms, s.slo_itl_ms),
+                "slo_ttft_ms": s.slo_ttft_ms, "slo_itl_ms": s.slo_itl_ms,
+                "started_at": self.started_at, "ended_at": self.ended_at, "interrupted": self.interrupted,
+                "cancelled_requests": self.cancelled_requests, "warmup_requests": self.warmup_requests_done,
+            }
+        return self._summary
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """The failed requests (status, HTTP status and error text)."""
+        return self.records[self.records["status"] != "ok"]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write records.csv and summary.json (with the spec, so ``LoadResult.load`` restores everything)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.records.to_csv(folder / "records.csv", index=False)
+        meta = {"base_url": self.base_url, "interrupted": self.interrupted,
+                "cancelled_requests": self.cancelled_requests, "warmup_requests_done": self.warmup_requests_done,
+                "started_at": self.started_at, "ended_at": self.ended_at}
+        doc = {"summary": self.summary(), "spec": dataclasses.asdict(self.spec), "meta": meta}
+        tmp = folder / "summary.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+        tmp.replace(folder / "summary.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LoadResult:
+        """Read a result written by ``save``."""
+        folder = Path(folder)
+        try:
+            doc = json.loads((folder / "summary.json").read_text())
+            records = pd.read_csv(folder / "records.csv", keep_default_na=False, na_values=[""],
+                                  dtype={"request_id": str, "status": str, "error": str})
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read a load result from {folder}: {exc}", where=str(folder),
+                              fix="pass a folder written by LoadResult.save (records.csv + summary.json)") from None
+        for name in ("request_id", "error"):
+            records[name] = records[name].fillna("")
+        for name in _TOKEN_COLUMNS:
+            records[name] = pd.array(records[name], dtype="Int64")
+        meta = doc["meta"]
+        return cls(spec=LoadSpec(**doc["spec"]), records=records[COLUMNS], started_at=meta["started_at"],
+                   ended_at=meta["ended_at"], interrupted=meta["interrupted"],
+                   cancelled_requests=meta["cancelled_requests"], warmup_requests_done=meta["warmup_requests_done"],
+                   base_url=meta["base_url"])
+
+    def _headline(self) -> str:
+        s = self.summary()
+        flag = ", INTERRUPTED" if self.interrupted else ""
+        return (f"{self.spec.label()}: {s['ok_count']} ok, {s['error_count']} errors in {s['duration_s']:.2f} s"
+                f"{flag}; {s['request_throughput']:.2f} req/s, {s['output_token_throughput']:.1f} output tok/s"
+                + (f", goodput {s['goodput']:.2f} req/s" if s["goodput"] is not None else ""))
+
+    def __repr__(self) -> str:
+        s = self.summary()
+
+        def fmt(metric: str, key: str) -> str:
+            value = s[metric][key]
+            return "n/a" if value is None else f"{value:.2f}"
+
+        return (f"LoadResult({self._headline()}; TTFT p50 {fmt('ttft_ms', 'p50')} ms p99 {fmt('ttft_ms', 'p99')} ms; "
+                f"ITL p50 {fmt('itl_ms', 'p50')} ms; latency p50 {fmt('latency_ms', 'p50')} ms)")
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        keys = ("p50", "p90", "p95", "p99", "mean", "min", "max")
+        head = "".join(f"<th>{k}</th>" for k in keys)
+        rows = []
+        for metric in ("ttft_ms", "itl_ms", "latency_ms"):
+            cells = "".join("<td>–</td>" if s[metric][k] is None else f"<td>{s[metric][k]:.2f}</td>" for k in keys)
+            rows.append(f"<tr><th>{metric}</th>{cells}</tr>")
+        return (f"<div><p><b>{html.escape(self._headline())}</b></p><table><tr><th></th>{head}</tr>"
+                f"{''.join(rows)}</table></div>")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------------------------
+def _first_content(lines: list[bytes]) -> tuple[int, str, dict | None, str]:
+    """Scan complete SSE lines: (index of the line with the first non-empty content or -1, id, usage, error)."""
+    rid, usage, error = "", None, ""
+    for i, line in enumerate(lines):
+        if line.startswith(b"event:") and b"error" in line:
+            error = error or line.decode(errors="replace").strip()
+            continue
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data or data == b"[DONE]":
+            continue
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("error"):
+            return -1, rid, usage, f"error event: {json.dumps(chunk['error'])[:300]}"
+        rid = rid or chunk.get("id") or ""
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            if (choice.get("delta") or {}).get("content"):
+                return i, rid, usage, error
+    return -1, rid, usage, error
+
+
+def _stream_error(piece: bytes) -> str:
+    """An error event inside a stream piece (called only when the bytes mention 'error')."""
+    for line in piece.split(b"\n"):
+        if line.startswith(b"event:") and b"error" in line:
+            return "error event in the stream"
+        if line.startswith(b"data:") and b"error" in line:
+            with contextlib.suppress(ValueError):
+                chunk = json.loads(line[5:])
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    return f"error event: {json.dumps(chunk['error'])[:300]}"
+    return ""
+
+
+def _final_usage(tail: bytes) -> dict | None:
+    """The ``usage`` object of the last chunk that carries one (parsed once, at the end of the stream)."""
+    pos = tail.rfind(b'"usage":{')
+    if pos < 0:
+        return None
+    start = tail.rfind(b"data:", 0, pos)
+    end = tail.find(b"\n", pos)
+    if start < 0:
+        return None
+    try:
+        return json.loads(tail[start + 5:end if end >= 0 else len(tail)]).get("usage")
+    except (ValueError, AttributeError):
+        return None
+
+
+class _Runner:
+    """Sends requests on one shared client and keeps one tuple per request (nothing per token)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, spec: LoadSpec, prompts: PromptSource,
+                 bar: Any) -> None:
+        self.client, self.url, self.spec, self.prompts, self.bar = client, url, spec, prompts, bar
+        self.rows: list[tuple] = []
+        self.errors = 0
+        self.cancelled = 0  # in flight when the run was interrupted
+        self.t0_perf = time.perf_counter()
+        self.t0_epoch = time.time()
+
+    async def one(self, index: int, phase: str) -> tuple:
+        """One streamed request -> (index, id, start, ttft, latency, in, out, cached, status, http, error)."""
+        body = self.prompts.body(index, phase)
+        ttft: float | None = None
+        code, rid, error, usage, done, n_content = 0, "", "", None, False, 0
+        t_send = time.perf_counter()
+        t_last = t_send
+        try:
+            async with asyncio.timeout(self.spec.timeout_s), \
+                    self.client.stream("POST", self.url, content=body, headers=_HEADERS) as resp:
+                code = resp.status_code
+                if code >= 400:
+                    text = (await resp.aread())[:300].decode(errors="replace").strip()
+                    error = f"HTTP {code}: {text}"
+                else:
+                    head = b""
+                    tail: deque[bytes] = deque(maxlen=6)
+                    async for piece in resp.aiter_raw():
+                        t_last = time.perf_counter()
+                        if ttft is None:  # parse JSON only until the first content
+                            head += piece
+                            cut = head.rfind(b"\n") + 1
+                            lines = head[:cut].split(b"\n")
+                            at, rid_, usage_, error = _first_content(lines)
+                            rid, usage = rid or rid_, usage_ or usage
+                            if error:
+                                break
+                            if at >= 0:
+                                ttft = t_last - t_send
+                                rest = b"\n".join(lines[at + 1:]) + b"\n" + head[cut:]
+                                tail.append(rest)
+                                n_content += 1 + rest.count(b'"content":"') - rest.count(b'"content":""')
+                                head = b""
+                            else:
+                                head = head[cut:]
+                        else:  # afterwards only byte searches (C speed), no JSON
+                            tail.append(piece)
+                            n_content += piece.count(b'"content":"') - piece.count(b'"content":""')
+                            if b"error" in piece:
+                                error = _stream_error(piece)
+                                if error:
+                                    break
+                    if not error:
+                        joined = b"".join(tail) if ttft is not None else head
+                        done = b"[DONE]" in joined
+                        usage = _final_usage(joined) or usage
+        except TimeoutError:
+            t_last = time.perf_counter()
+            where = "before the first token" if ttft is None else "after the first token"
+            error = f"timed out after {self.spec.timeout_s:g} s {where}"
+        except httpx.TimeoutException as exc:
+            t_last = time.perf_counter()
+            error = f"timed out ({type(exc).__name__}) after {self.spec.timeout_s:g} s"
+        except httpx.ConnectError as exc:
+            t_last = time.perf_counter()
+            error = f"cannot connect to {self.url}: {exc}"
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            t_last = time.perf_counter()
+            stage = "before the first token" if ttft is None else "mid-stream"
+            error = f"connection lost {stage}: {type(exc).__name__}: {exc}"
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        except Exception as exc:  # never fatal to the run: an invalid body, a protocol surprise...
+            t_last = time.perf_counter()
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        if not error:
+            if ttft is None:
+                error = "the stream carried no content"
+            elif not done:
+                error = "the stream ended before [DONE]"
+        usage = usage or {}
+        out_tokens = usage.get("completion_tokens", n_content if ttft is not None else None)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        status = "error" if error else "ok"
+        return (index, rid, self.t0_epoch + (t_send - self.t0_perf), ttft, t_last - t_send,
+                usage.get("prompt_tokens"), out_tokens, cached if cached is not None else (0 if usage else None),
+                status, code, error)
+
+    def _keep(self, row: tuple, keep: bool) -> None:
+        if keep:
+            self.rows.append(row)
+            if row[8] != "ok":
+                self.errors += 1
+                self.bar.set_postfix_str(f"{self.errors} errors", refresh=False)
+        self.bar.update(1)
+
+    async def closed(self, total: int | None, concurrency: int, deadline: float | None, phase: str,
+                     keep: bool) -> None:
+        """``concurrency`` workers, each sending its next request as soon as the previous one finished."""
+        counter = iter(range(total)) if total is not None else iter(int, 1)  # int() == 0 forever: no cap
+        state = {"next": 0}
+
+        async def worker() -> None:
+            for _ in counter:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                index = state["next"]
+                state["next"] += 1
+                self._keep(await self.one(index, phase), keep)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def open(self, total: int | None, deadline: float | None) -> None:
+        """Poisson arrivals at ``request_rate`` (seeded), delayed while ``max_concurrency`` are in flight."""
+        spec = self.spec
+        rng = random.Random(f"gtcdemo-load:{spec.seed}:arrivals")
+        cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+        tasks: set[asyncio.Task] = set()
+
+        async def send(index: int) -> None:
+            try:
+                self._keep(await self.one(index, "run"), True)
+            finally:
+                if cap is not None:
+                    cap.release()
+
+        next_at = time.perf_counter()
+        index = 0
+        try:
+            while (total is None or index < total) and (deadline is None or next_at < deadline):
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if cap is not None:
+                    await cap.acquire()
+                task = asyncio.create_task(send(index))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                index += 1
+                next_at += rng.expovariate(spec.request_rate)  # type: ignore[arg-type]
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for t in list(tasks):
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _progress_bar(spec: LoadSpec, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    disabled = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return tqdm(total=spec.num_requests, desc=spec.label(), unit="req", disable=disabled, leave=True)
+
+
+async def run_load(base_url: str, spec: LoadSpec, progress: bool = True,
+                   save_to: str | Path | None = None) -> LoadResult:
+    """Offer the load ``spec`` describes to ``base_url`` and measure every request.
+
+    Errors are counted in the records, never raised. On cancellation (Ctrl-C under ``asyncio.run`` or ``run``)
+    the requests completed so far are returned, marked ``interrupted`` (and saved when ``save_to`` is given).
+    """
+    if not isinstance(spec, LoadSpec):
+        raise ConfigError(f"spec must be a LoadSpec, got {type(spec).__name__}", fix="pass LoadSpec(model, ...)")
+    prompts = PromptSource(spec)
+    url = base_url.rstrip("/") + "/v1/chat/completions"
+    limit = spec.in_flight_limit
+    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit or 256)
+    timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 10.0))
+    interrupted = False
+    started_at = time.time()
+    bar = _progress_bar(spec, progress)
+    runner: _Runner | None = None
+    warmups = 0
+    try:
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            runner = _Runner(client, url, spec, prompts, bar)
+            try:
+                if spec.warmup_requests:
+                    bar.reset(total=spec.warmup_requests)
+                    bar.set_description_str(f"{spec.label()} (warm-up)")
+                    await runner.closed(spec.warmup_requests, limit or 1, None, "warmup", keep=False)
+                    warmups = spec.warmup_requests
+                    bar.reset(total=spec.num_requests)
+                    bar.set_description_str(spec.label())
+                started_at = time.time()
+                deadline = time.perf_counter() + spec.duration_s if spec.duration_s else None
+                if spec.concurrency is not None:
+                    await runner.closed(spec.num_requests, spec.concurrency, deadline, "run", keep=True)
+                else:
+                    await runner.open(spec.num_requests, deadline)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                interrupted = True
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # we return what was measured instead of propagating
+    finally:
+        bar.close()
+    rows = runner.rows if runner else []
+    cancelled = runner.cancelled if runner else 0
+    result = LoadResult(spec=spec, records=records_frame(rows), started_at=started_at, ended_at=time.time(),
+                        interrupted=interrupted, cancelled_requests=cancelled, warmup_requests_done=warmups,
+                        base_url=base_url)
+    if save_to is not None:
+        result.save(save_to)
+    return result
+
+
+def run(base_url: str, spec: LoadSpec, progress: bool = True, save_to: str | Path | None = None) -> LoadResult:
+    """``run_load`` from synchronous code; inside Jupyter (a loop already running) it runs on a worker thread.
+
+    Ctrl-C (or the notebook's interrupt) stops the load and returns the partial result, marked ``interrupted``.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_load(base_url, spec, progress, save_to))
+    return _run_on_thread(base_url, spec, progress, save_to)
+
+
+def _run_on_thread(base_url: str, spec: LoadSpec, progress: bool, save_to: str | Path | None) -> LoadResult:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(run_load(base_url, spec, progress, save_to))
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = loop.run_until_complete(task)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name="gtcdemo-load", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        with contextlib.suppress(RuntimeError):  # the loop may have just finished
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def sweep(base_url: str, spec: LoadSpec, levels: Sequence[int | float], progress: bool = True,
+          save_to: str | Path | None = None) -> list[LoadResult]:
+    """One run per level: concurrencies for a closed-loop spec, request rates for an open-loop one.
+
+    Stops after an interrupted level (its partial result is the last one returned). With ``save_to``, each level
+    is saved in its own sub-folder (``concurrency-4``, ``rate-2.5``).
+    """
+    if not levels:
+        raise ConfigError("sweep needs at least one level", where="sweep levels", fix="pass e.g. [1, 2, 4, 8]")
+    specs = [spec.at_level(level) for level in levels]  # validate every level before sending anything
+    results: list[LoadResult] = []
+    for s in specs:
+        name = f"concurrency-{s.concurrency}" if s.concurrency is not None else f"rate-{s.request_rate:g}"
+        result = run(base_url, s, progress, Path(save_to) / name if save_to is not None else None)
+        results.append(result)
+        if result.interrupted:
+            break
+    return results
+
+
+def sweep_table(results: Sequence[LoadResult]) -> pd.DataFrame:
+    """One row per level: the load, throughputs, errors and TTFT / ITL / latency p50 and p99 (for plots)."""
+    rows = []
+    for r in results:
+        s = r.summary()
+        row = {"level": r.spec.level, "mode": s["mode"], "ok": s["ok_count"], "errors": s["error_count"],
+               "request_throughput": s["request_throughput"], "output_token_throughput": s["output_token_throughput"],
+               "goodput": s["goodput"]}
+        for metric in ("ttft_ms", "itl_ms", "latency_ms"):
+            for key in ("p50", "p99"):
+                row[f"{metric}_{key}"] = s[metric][key]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["LoadResult", "LoadSpec", "PromptSource", "distribution", "itl_seconds", "meets_slos", "per_second",
+           "run", "run_duration", "run_load", "summarize", "sweep", "sweep_table"]
