@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -48,17 +49,91 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def pick_port(preferred: int, taken: set[int]) -> int:
-    """``preferred`` when free, else the next free one above it (loopback only)."""
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "gtcdemo-ports"
+
+
+def _claim(port: int, owner: Path) -> bool:
+    """Claim ``port`` for the deployment in ``owner`` until it is torn down, machine-wide.
+
+    A free port is not enough: two deployments starting at the same moment could pick the same one before
+    either binds it (and the frontend binds with SO_REUSEPORT, so both would succeed and split the traffic).
+    A claim whose owner's supervisor is gone is stale and taken over.
+    """
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    path = PORT_CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = Path(path.read_text())
+            except OSError:
+                continue
+            if holder == owner:
+                return True
+            info = None
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads((holder / "supervisor.json").read_text())
+            if info and alive(info.get("pid"), info.get("starttime")):
+                return False
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime < 60:
+                    return False  # claimed moments ago: its deployment is starting (no supervisor yet)
+            path.unlink(missing_ok=True)  # stale: its deployment is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(owner))
+        return True
+    return False
+
+
+def release_claims(owner: Path) -> None:
+    for path in PORT_CLAIMS.glob("*") if PORT_CLAIMS.exists() else []:
+        with contextlib.suppress(OSError):
+            if Path(path.read_text()) == owner:
+                path.unlink()
+
+
+def pick_port(preferred: int, taken: set[int], owner: Path | None = None) -> int:
+    """``preferred`` when free (and, with ``owner``, claimed for it), else the next such port above it."""
     for port in range(preferred, preferred + 200):
-        if port not in taken and _port_free(port):
+        if port not in taken and _port_free(port) and (owner is None or _claim(port, owner)):
             taken.add(port)
             return port
-    with socket.socket() as s:
-        s.bind((localplan.LOOPBACK, 0))
-        port = s.getsockname()[1]
-    taken.add(port)
-    return port
+    raise DeploymentError(f"no free port in {preferred}-{preferred + 199} on 127.0.0.1",
+                          fix="stop other deployments (`gtcdemo down`) or free ports in that range")
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (from /proc/net/tcp*), to tell whose process answers there."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def port_state(pid: int, port: int) -> str:
+    """"own" when only ``pid`` listens on ``port``; "shared" when another process listens there too (the Dynamo
+    frontend binds with SO_REUSEPORT, so two deployments started at once could share a port and split the
+    traffic); "none" when ``pid`` does not listen there (a health check would reach someone else)."""
+    inodes = _listening_inodes(port)
+    mine = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    mine.add(link[8:-1])
+    if not mine:
+        return "none"
+    return "own" if mine == inodes else "shared"
 
 
 def check_dependencies() -> dict[str, str]:
@@ -147,10 +222,10 @@ class LocalTarget:
                 name = f"{service.lower()}-{replica}"
                 kind = "frontend" if svc.get("componentType") == "frontend" else "worker"
                 kept = next(iter(old.get(name, {}).values()), None)
-                ports[name] = kept if kept else pick_port(PREFERRED_PORTS[kind], taken)
+                ports[name] = kept if kept else pick_port(PREFERRED_PORTS[kind], taken, self.dir)
                 taken.add(ports[name])
         kept = next(iter(old.get("prometheus", {}).values()), None)
-        ports["prometheus"] = kept if kept else pick_port(PREFERRED_PORTS["prometheus"], taken)
+        ports["prometheus"] = kept if kept else pick_port(PREFERRED_PORTS["prometheus"], taken, self.dir)
         return ports
 
     def _materialise(self) -> None:
@@ -242,18 +317,32 @@ class LocalTarget:
         return list(state.get("processes", {}).values())
 
     @staticmethod
-    def _healthy(url: str) -> bool:
+    def _healthy(process: dict) -> bool:
+        """Running, listening on its own ports (not another deployment's), and answering its health URL."""
+        if process["phase"] != "Running" or not process["pid"]:
+            return False
+        if not all(port_state(process["pid"], port) == "own" for port in process["ports"].values()):
+            return False
         try:
-            return httpx.get(url, timeout=1.0).status_code == 200
+            return httpx.get(process["health"], timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def _scraping(self) -> bool:
+        """Prometheus has scraped every target successfully at least once (so metrics exist right after wait)."""
+        try:
+            targets = httpx.get(f"{self.prometheus_url()}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, KeyError, ValueError, DeploymentError):
+            return False
+        expected = sum(1 for p in self.processes() if p["role"] != "prometheus")
+        return len(targets) == expected and all(t["health"] == "up" for t in targets)
 
     def status(self) -> StatusTable:
         """Processes in the shape of ``kubectl get pods``."""
         now = time.time()
         rows = []
         for p in self.processes():
-            ready = p["phase"] == "Running" and self._healthy(p["health"])
+            ready = self._healthy(p)
             rows.append({
                 "name": p["name"], "service": p["service"], "role": p["role"], "replica": p["replica"],
                 "pid": p["pid"] or "", "phase": p["phase"], "ready": "1/1" if ready else "0/1",
@@ -377,9 +466,19 @@ class LocalTarget:
                 raise DeploymentError(
                     f"{p['name']} exited with code {p['last_exit_code']} during start-up; last log lines:\n{tail}",
                     where=p["log"], fix="fix the cause above, then `gtcdemo down` and `gtcdemo up`")
-            unhealthy = [p["name"] for p in procs if not (p["phase"] == "Running" and self._healthy(p["health"]))]
+            shared = [(p["name"], port) for p in procs if p["pid"] for port in p["ports"].values()
+                      if port_state(p["pid"], port) == "shared"]
+            if shared:
+                name, port = shared[0]
+                raise DeploymentError(f"{name}'s port {port} is also served by another process, so requests and "
+                                      "metrics would mix", where=str(self.dir),
+                                      fix="another graph was started at the same moment: `gtcdemo down` here, "
+                                          "then `gtcdemo up` again (it picks a free port)")
+            unhealthy = [p["name"] for p in procs if not self._healthy(p)]
             note = f"waiting for {', '.join(unhealthy)}" if unhealthy else "processes healthy; trying a completion"
-            if not unhealthy:
+            if not unhealthy and not self._scraping():
+                note = "processes healthy; waiting for Prometheus' first scrape of every target"
+            elif not unhealthy:
                 try:
                     chat_completion(self.frontend_url(), self.bundle.served_model_name, "ping", max_tokens=2,
                                     timeout_s=10)
@@ -438,6 +537,7 @@ class LocalTarget:
                 rows.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "action": "deleted"})
             for name in ("plan.json", "supervisor.json"):
                 (self.dir / name).unlink(missing_ok=True)
+            release_claims(self.dir)
         return ApplyResult(target=self.name, rows=rows)
 
     def leftover_pids(self) -> list[int]:

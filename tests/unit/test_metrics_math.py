@@ -1,0 +1,37 @@
+"""PromQL building and histogram arithmetic (pure)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gtcdemo import metrics
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
+    buckets = [(0.1, 10.0), (0.2, 30.0), (0.4, 40.0), (math.inf, 40.0)]
+    assert metrics.histogram_quantile(0.25, buckets) == pytest.approx(0.1)  # rank 10: top of the first bucket
+    assert metrics.histogram_quantile(0.5, buckets) == pytest.approx(0.15)  # rank 20: halfway through (0.1, 0.2]
+    assert metrics.histogram_quantile(0.875, buckets) == pytest.approx(0.3)
+    assert metrics.histogram_quantile(1.0, buckets) == pytest.approx(0.4)
+
+
+def test_histogram_quantile_edge_cases() -> None:
+    assert math.isnan(metrics.histogram_quantile(0.5, []))
+    assert math.isnan(metrics.histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]))
+    assert metrics.histogram_quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # above the last finite bound
+
+
+def test_bucket_ratios() -> None:
+    assert metrics.bucket_ratios([0, 0.1, 0.2, 0.4, math.inf]) == pytest.approx([2.0, 2.0])
+
+
+def test_series_queries_use_the_window_and_the_frontend_metrics() -> None:
+    queries = metrics.series_queries("5s")
+    assert queries["ttft_p90_s"] == ("histogram_quantile(0.9, sum by (le) "
+                                     "(rate(dynamo_frontend_time_to_first_token_seconds_bucket[5s])))")
+    assert queries["output_tokens_per_s"] == "sum(rate(dynamo_frontend_output_tokens_total[5s]))"
+    assert 'status="success"' in queries["requests_per_s"]
+    assert set(queries) >= {"ttft_p50_s", "ttft_p99_s", "ttft_mean_s", "itl_mean_s", "inflight", "queued",
+                            "cached_tokens_per_s"}
