@@ -101,6 +101,31 @@ def cmd_test_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from . import load
+
+    if args.requests is None and args.duration is None:
+        args.requests = 100
+    target = _target(args)
+    spec = load.LoadSpec(
+        model=target.bundle.served_model_name, concurrency=None if args.rate else args.concurrency,
+        request_rate=args.rate, max_concurrency=args.concurrency if args.rate else None,
+        num_requests=args.requests, duration_s=args.duration, warmup_requests=args.warmup,
+        input_tokens_mean=args.input_tokens, input_tokens_std=args.input_tokens_std,
+        output_tokens=args.output_tokens, shared_prefix_fraction=args.shared_prefix,
+        slo_ttft_ms=args.slo_ttft_ms, slo_itl_ms=args.slo_itl_ms, seed=args.seed)
+    with target.frontend() as url:
+        if args.sweep:
+            levels = [float(x) if args.rate else int(x) for x in args.sweep.split(",")]
+            results = load.sweep(url, spec, levels, save_to=args.out)
+            print(load.sweep_table(results).round(2).to_string(index=False))
+        else:
+            print(repr(load.run(url, spec, save_to=args.out)))
+    if args.out:
+        print(f"records and summary saved under {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .workbook import run_demo
 
@@ -140,6 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     ti = add("test-inference", cmd_test_inference, "post one chat completion and print the validated JSON")
     ti.add_argument("--prompt", default="Say hello to the GTC audience.")
     ti.add_argument("--max-tokens", type=int, default=32)
+    lg = add("load", cmd_load, "offer load (closed loop, or open loop with --rate) and print AIPerf's statistics")
+    lg.add_argument("--concurrency", type=int, default=8, help="closed loop; with --rate, the in-flight cap")
+    lg.add_argument("--rate", type=float, help="open loop: Poisson arrivals per second")
+    lg.add_argument("--requests", type=int, help="measured requests (default 100 unless --duration)")
+    lg.add_argument("--duration", type=float, help="seconds; stops at whichever of --requests/--duration first")
+    lg.add_argument("--warmup", type=int, default=4, help="requests excluded from the results")
+    lg.add_argument("--input-tokens", type=int, default=200)
+    lg.add_argument("--input-tokens-std", type=float, default=0.0)
+    lg.add_argument("--output-tokens", type=int, default=32)
+    lg.add_argument("--shared-prefix", type=float, default=0.0, help="fraction of each prompt shared by all")
+    lg.add_argument("--slo-ttft-ms", type=float)
+    lg.add_argument("--slo-itl-ms", type=float)
+    lg.add_argument("--seed", type=int, default=0)
+    lg.add_argument("--sweep", help="comma-separated levels (concurrencies, or rates with --rate)")
+    lg.add_argument("--out", help="folder for records.csv and summary.json")
     demo = add("demo", cmd_demo, "up, run the step notebooks headless into --out, down")
     demo.add_argument("--out", default="out", help="folder for executed notebooks and figures")
     demo.add_argument("--timeout", type=float, default=600.0)

@@ -159,6 +159,24 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
         finish_reason=finish, chunk_times_s=chunk_times)
 
 
+def wait_for_model(base_url: str, model: str, timeout_s: float = 60.0) -> list[str]:
+    """Until ``model`` is listed AND answers a completion (it can be listed before it is routable)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            models = list_models(base_url)
+            if model in models:
+                chat_completion(base_url, model, "ping", max_tokens=1, timeout_s=10)
+                return models
+            last = InferenceError(f"{model} not listed yet (listed: {models})")
+        except InferenceError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise InferenceError(f"{model} did not become available within {timeout_s:.0f} s: {last}", where=base_url,
+                         fix="check that the workers registered: `gtcdemo status` and `gtcdemo logs`")
+
+
 def list_models(base_url: str, timeout_s: float = 5.0) -> list[str]:
     try:
         response = httpx.get(f"{base_url}/v1/models", timeout=timeout_s)

@@ -9,6 +9,7 @@ Two kinds of numbers come out of here and they are never mixed up:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,19 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()}
+
+
+def client_vs_server(client: dict, server: RunSummary) -> pd.DataFrame:
+    """The same run's TTFT from both clocks, in ms: client = AIPerf's definition, server = the frontend histogram."""
+    ttft = client["ttft_ms"]
+    rows = {
+        "p50": (ttft["p50"], server.ttft_p50_s * 1000), "p90": (ttft["p90"], server.ttft_p90_s * 1000),
+        "p99": (ttft["p99"], server.ttft_p99_s * 1000), "mean": (ttft["mean"], server.ttft_mean_s * 1000),
+    }
+    frame = pd.DataFrame(rows, index=["client_ms", "server_ms"]).T
+    frame["gap_ms"] = frame["client_ms"] - frame["server_ms"]
+    frame.index.name = "TTFT"
+    return frame.round(1)
 
 
 class Metrics:
@@ -178,6 +192,22 @@ class Metrics:
             ttft_p99_s=histogram_quantile(0.99, ttft),
             itl_mean_s=diff(f"sum({ITL}_sum)") / itl_count if itl_count else math.nan,
             output_tokens=diff(f"sum({OUTPUT_TOKENS})"), cached_tokens=diff(f"sum({CACHED}_sum)"))
+
+    def settle(self, after: float | datetime, timeout_s: float = 120.0) -> datetime:
+        """Until every frontend target was scraped after ``after``; returns that scrape time.
+
+        Counters read before that scrape would miss the end of a run.
+        """
+        after = _ts(after)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = self.query('min(timestamp(up{job="dynamo-frontend"}))')
+            if result and float(result[0]["value"][1]) >= after.timestamp():
+                return _ts(float(result[0]["value"][1]))
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"Prometheus has not scraped the frontend since {after:%H:%M:%S}",
+                                      fix="check its targets (`check_requests_visible`) and scrape interval")
+            time.sleep(0.25)
 
     def bucket_bounds(self, metric: str = TTFT) -> list[float]:
         return sorted(le for le, _ in self._buckets(metric, datetime.now(UTC)))

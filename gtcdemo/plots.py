@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +86,20 @@ def throughput_over_time(window: pd.DataFrame, title: str = "Throughput (server)
     return fig
 
 
-def client_vs_server_ttft(client_ms: dict[str, float], server_ms: dict[str, float],
-                          title: str = "TTFT: client vs server clock") -> Any:
-    """Side-by-side bars of the same percentiles measured by the client and by the frontend."""
-    keys = [k for k in ("p50", "p90", "p99", "mean") if k in client_ms and k in server_ms]
+def client_vs_server_ttft(frame: pd.DataFrame, title: str = "TTFT: client clock vs frontend clock") -> Any:
+    """Bars of the same statistics from both clocks (``metrics.client_vs_server``), the gap written on top."""
+    keys = list(frame.index)
     with projector():
         fig, ax = plt.subplots()
         xs = range(len(keys))
         width = 0.38
-        ax.bar([x - width / 2 for x in xs], [client_ms[k] for k in keys], width, label="client (request sent → "
-               "first token received)", color=PALETTE["client"])
-        ax.bar([x + width / 2 for x in xs], [server_ms[k] for k in keys], width, label="frontend histogram",
-               color=PALETTE["server"])
-        for x, k in zip(xs, keys, strict=True):
-            ax.annotate(f"+{client_ms[k] - server_ms[k]:.0f} ms", (x, max(client_ms[k], server_ms[k])),
+        ax.bar([x - width / 2 for x in xs], frame["client_ms"], width, color=PALETTE["client"],
+               label="client: request sent → first content received")
+        ax.bar([x + width / 2 for x in xs], frame["server_ms"], width, color=PALETTE["server"],
+               label="frontend histogram")
+        for x, key in zip(xs, keys, strict=True):
+            row = frame.loc[key]
+            ax.annotate(f"+{row['client_ms'] - row['server_ms']:.0f} ms", (x, max(row["client_ms"], row["server_ms"])),
                         ha="center", va="bottom", fontsize=13)
         ax.set_xticks(list(xs), keys)
         ax.set(title=title, ylabel="TTFT (ms)")
@@ -108,15 +108,27 @@ def client_vs_server_ttft(client_ms: dict[str, float], server_ms: dict[str, floa
     return fig
 
 
-def sweep_curve(points: Sequence[dict], title: str = "Throughput vs TTFT p95") -> Any:
-    """One point per load level: output tokens/s against client TTFT p95 (ms), labelled with the level."""
+def inflight_over_time(window: pd.DataFrame, title: str = "Requests in flight and queued (server)") -> Any:
+    with projector():
+        fig, ax = plt.subplots(figsize=(12, 4))
+        x = _seconds_axis(window)
+        ax.plot(x, window.get("inflight", pd.Series(dtype=float)), color=PALETTE["inflight"], label="in flight")
+        ax.plot(x, window.get("queued", pd.Series(dtype=float)), color=PALETTE["queued"], label="queued")
+        ax.set(title=title, xlabel="time since start of window (s)", ylabel="requests")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+    return fig
+
+
+def sweep_curve(table: pd.DataFrame, title: str = "Throughput vs TTFT p95") -> Any:
+    """One point per load level (``load.sweep_table``): output tokens/s against client TTFT p95, labelled."""
     with projector():
         fig, ax = plt.subplots()
-        xs = [p["ttft_p95_ms"] for p in points]
-        ys = [p["output_token_throughput"] for p in points]
+        xs, ys = table["ttft_ms_p95"].tolist(), table["output_token_throughput"].tolist()
         ax.plot(xs, ys, marker="o", markersize=10, color=PALETTE["tokens"])
-        for p, x, y in zip(points, xs, ys, strict=True):
-            ax.annotate(str(p["level"]), (x, y), textcoords="offset points", xytext=(8, 6), fontsize=13)
+        for level, x, y in zip(table["level"], xs, ys, strict=True):
+            ax.annotate(f"{level:g}", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=13)
         ax.set(title=title, xlabel="TTFT p95 (ms)", ylabel="output tokens/s")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)

@@ -157,3 +157,22 @@ def live_progress(prefix: str = "") -> Callable[[str], None]:
         handle.update(Markdown(f"{prefix}{html.escape(message)}"))
 
     return update
+
+
+def live_text(prefix: str = "") -> Callable[[str], None]:
+    """A callback that appends streamed text in place (a display handle in a notebook, stdout elsewhere)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover
+        get_ipython = None  # type: ignore[assignment]
+    if get_ipython is None or get_ipython() is None:
+        return lambda piece: print(piece, end="", flush=True)
+    handle = display(Markdown(prefix or "…"), display_id=True)
+    pieces: list[str] = []
+
+    def append(piece: str) -> None:
+        pieces.append(piece)
+        handle.update(Markdown(f"{prefix}{html.escape(''.join(pieces))}"))
+
+    return append

@@ -203,6 +203,192 @@ ready
         md("## Everything at a glance (the seed's `demo-status`)"),
         code("tgt.demo_status()"),
     ],
+    "04_inference.ipynb": [
+        md("""
+# 04 · Inference
+
+The frontend's models, one chat completion validated field by field, one streamed token by token with its TTFT
+and ITL (AIPerf's definitions: TTFT = request sent → first chunk with content; ITL = (latency − TTFT) /
+(output tokens − 1)), and KV-aware routing made visible: a batch sharing a long system prompt against a batch that
+does not, with the cached tokens reported by the response (`usage`) and by the frontend's
+`dynamo_frontend_cached_tokens` side by side.
+
+Headless: `papermill notebooks/04_inference.ipynb out.ipynb -p env dev -p target local`
+"""),
+        params(ENV + """
+target: str = "local"  # "local" (this machine) or "cluster" (the env's kube context)
+prompt: str = "In one sentence, what does disaggregated serving change for an LLM?"  # the prompt shown
+max_tokens: int = 48  # tokens to generate for the shown completions
+kv_requests: int = 8  # requests per batch in the KV-cache demonstration
+kv_prompt_tokens: int = 1500  # prompt length of those requests (90% shared in the first batch)
+"""),
+        code("""
+import json
+
+from gtcdemo import experiments, get_target, inference, params, plots
+from gtcdemo.metrics import Metrics
+from gtcdemo.results import live_text
+
+p = params.check(globals(), env=str, target=str, prompt=str, max_tokens=int, kv_requests=int,
+                 kv_prompt_tokens=int)
+tgt = get_target(target, env)
+model = tgt.bundle.served_model_name
+with tgt.frontend() as url:
+    models = inference.wait_for_model(url, model, timeout_s=120)  # listed AND answering
+models
+"""),
+        check("print(model in models)", "True\n"),
+        md("## One chat completion, validated"),
+        code("""
+with tgt.frontend() as url:
+    body = inference.chat_completion(url, model, prompt, max_tokens=max_tokens)
+print(json.dumps(body, indent=2))
+"""),
+        check("""
+print(body["object"], body["model"], body["choices"][0]["message"]["role"], body["choices"][0]["finish_reason"] in
+      ("stop", "length"), sorted(body["usage"])[:3])
+""", "chat.completion meta-llama/Llama-3.1-8B-Instruct assistant True "
+     "['completion_tokens', 'prompt_tokens', 'prompt_tokens_details']\n"),
+        md("## Streaming, token by token\n(On the local target the text is meaningless: the mocker simulates an "
+           "H100's timing, not the model's words.)"),
+        code("""
+with tgt.frontend() as url:
+    streamed = inference.stream_chat(url, model, prompt, max_tokens=max_tokens, ignore_eos=True,
+                                     on_text=live_text("**assistant:** "))
+streamed
+"""),
+        check("print(streamed.output_tokens == max_tokens, 0 < streamed.ttft_s < streamed.latency_s)",
+              "True True\n"),
+        md("""
+## KV-aware routing: reuse of a shared prefix
+
+The seed sets `DYN_ROUTER_MODE=kv`: the router sends a request to the worker that already holds the longest
+prefix of its prompt in its KV cache, so that part is not computed again. A batch whose prompts share a long system
+prompt reports most of its prompt tokens as cached, and its TTFT drops; a batch of unique prompts of the same
+length reports none.
+"""),
+        code("""
+with tgt.frontend() as url, tgt.prometheus() as prom:
+    kv = experiments.prefix_cache_demo(url, model, Metrics(prom), requests=kv_requests,
+                                       prompt_tokens=kv_prompt_tokens)
+kv
+"""),
+        code("""
+fig = plots.kv_cache_effect(kv.table)
+plots.save(fig, "04_kv_cache_effect")
+"""),
+        check("""
+shared, unique = kv.table.loc["shared prefix"], kv.table.loc["unique prompts"]
+print("cached: shared > unique:", shared["cached_tokens_per_request"] > unique["cached_tokens_per_request"])
+print("server agrees:", shared["server_cached_tokens_per_request"] > unique["server_cached_tokens_per_request"])
+""", "cached: shared > unique: True\nserver agrees: True\n"),
+        md("## Errors a presenter can act on\nA wrong model name is answered with HTTP 4xx; the message says so and "
+           "what to do (nothing here raises a stack trace at the audience)."),
+        code("""
+with tgt.frontend() as url:
+    try:
+        inference.chat_completion(url, "no-such-model", "hi", max_tokens=2)
+    except inference.InferenceError as exc:
+        print(exc)
+"""),
+    ],
+    "05_metrics.ipynb": [
+        md("""
+# 05 · Metrics: TTFT and throughput from Prometheus
+
+First the validation checklist's last item: is `dynamo_frontend_requests_total` in Prometheus (and if not, why
+not, from Prometheus' own targets). Then a load run, and what Prometheus saw during it: TTFT percentiles, mean
+TTFT and ITL, requests/s and output tokens/s, requests in flight and queued, cached tokens. Then the client's and
+the frontend's TTFT side by side, with what separates them, and a sweep: throughput against TTFT p95.
+
+Every figure is also saved as a PNG beside the executed notebook.
+
+Headless: `papermill notebooks/05_metrics.ipynb out.ipynb -p env dev -p concurrency 16`
+"""),
+        params(ENV + """
+target: str = "local"  # "local" (this machine) or "cluster" (the env's kube context)
+concurrency: int = 8  # closed-loop concurrency of the load run
+num_requests: int = 80  # measured requests (after warm-up)
+warmup_requests: int = 4  # excluded from the results
+input_tokens: int = 300  # mean prompt length in tokens
+output_tokens: int = 64  # fixed output length (max_tokens + ignore_eos)
+sweep_levels: list = [1, 4, 16]  # concurrencies for the throughput-vs-TTFT curve
+sweep_requests: int = 32  # requests per sweep level
+"""),
+        code("""
+from gtcdemo import experiments, get_target, load, metrics, params, plots
+
+p = params.check(globals(), env=str, target=str, concurrency=int, num_requests=int, warmup_requests=int,
+                 input_tokens=int, output_tokens=int, sweep_levels=list, sweep_requests=int)
+tgt = get_target(target, env)
+model = tgt.bundle.served_model_name
+with tgt.prometheus() as prom:
+    visible = metrics.Metrics(prom).check_requests_visible()
+visible
+"""),
+        check('print("dynamo_frontend_requests_total visible:", visible.ok)',
+              "dynamo_frontend_requests_total visible: True\n"),
+        md("## A load run"),
+        code("""
+spec = load.LoadSpec(model=model, concurrency=concurrency, num_requests=num_requests,
+                     warmup_requests=warmup_requests, input_tokens_mean=input_tokens, output_tokens=output_tokens)
+with tgt.frontend() as url:
+    run = load.run(url, spec, save_to=plots.output_dir() / "05_load")
+run
+"""),
+        check('print("ok:", run.summary()["ok_count"] == num_requests, "errors:", run.summary()["error_count"])',
+              "ok: True errors: 0\n"),
+        md("## What Prometheus saw during the run"),
+        code("""
+with tgt.prometheus() as prom:
+    m = metrics.Metrics(prom)
+    settled = m.settle(run.ended_at)
+    window = m.window(run.started_at - 5, settled.timestamp() + 5)
+    server = m.run_summary(run.started_at, settled)
+window.describe().T[["mean", "max"]].round(3)
+"""),
+        code("""
+for name, fig in (("05_ttft_over_time", plots.ttft_over_time(window)),
+                  ("05_throughput_over_time", plots.throughput_over_time(window)),
+                  ("05_inflight_over_time", plots.inflight_over_time(window))):
+    plots.save(fig, name)
+"""),
+        check('print("server counted the run:", server.requests >= num_requests)',
+              "server counted the run: True\n"),
+        md("""
+## Client TTFT vs the frontend's TTFT
+
+Both are correct and they are not the same number. The client's clock (AIPerf's definition) runs from sending the
+request to receiving the first chunk with content; the frontend's histogram starts when the frontend receives the
+request and stops when it has the first token. In disaggregated mode the frontend's clock **does include the
+prefill hop** (routing to the prefill worker, prefill, KV hand-over): with a new connection per request the client
+sees the frontend's number plus a few ms of HTTP. What it leaves out shows on a **kept-alive connection** (what
+AIPerf, browsers and our load generator use): the first tokens then reach the client in one burst about 40 ms later,
+because the response's small writes wait for the client's delayed TCP ACK (Nagle; 40 ms is Linux's minimum
+delayed-ACK time). The frontend's clock stops before that wait, so it cannot see it. The table below measures
+all three on the same graph.
+"""),
+        code("""
+comparison = metrics.client_vs_server(run.summary(), server)
+plots.save(plots.client_vs_server_ttft(comparison), "05_client_vs_server_ttft")
+with tgt.frontend() as url, tgt.prometheus() as prom:
+    clocks = experiments.ttft_clocks(url, model, metrics.Metrics(prom))
+display(comparison)
+clocks
+"""),
+        md("## Throughput vs TTFT p95 (a sweep over concurrency)"),
+        code("""
+sweep_spec = load.LoadSpec(model=model, concurrency=sweep_levels[0], num_requests=sweep_requests, warmup_requests=2,
+                           input_tokens_mean=input_tokens, output_tokens=output_tokens)
+with tgt.frontend() as url:
+    results = load.sweep(url, sweep_spec, sweep_levels, progress=False)
+sweep = load.sweep_table(results)
+plots.save(plots.sweep_curve(sweep), "05_sweep_curve")
+sweep.round(1)
+"""),
+        check('print("levels:", [int(level) for level in sweep["level"]], "all ok:", int(sweep["errors"].sum()) == 0)',
+              "levels: [1, 4, 16] all ok: True\n"),
+    ],
     "99_teardown.ipynb": [
         md("""
 # 99 · Teardown

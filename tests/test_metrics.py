@@ -50,14 +50,11 @@ def test_run_summary_counts_exactly_the_run(graph: LocalTarget, m: metrics.Metri
     model = graph.bundle.served_model_name
     with graph.frontend() as url:
         inference.chat_completion(url, model, "before", max_tokens=2)
-        poll(lambda: m.query(f"{metrics.TTFT}_count"), timeout_s=20, what="TTFT histogram")
-        time.sleep(2.5)  # noqa: benchmark-free spacing so the run's start lies between two scrapes
-        start = time.time()
+        start = m.settle(time.time())  # a scrape after every earlier request
         client = [inference.stream_chat(url, model, f"run {i} " + "word " * 100, max_tokens=8, ignore_eos=True)
                   for i in range(6)]
-        end = time.time()
-    time.sleep(2.5)  # the last scrape after `end` must have happened (1 s interval)
-    summary = m.run_summary(start, end + 2)
+    end = m.settle(time.time())  # a scrape after the last one
+    summary = m.run_summary(start, end)
     assert summary.requests == 6
     assert summary.output_tokens == 48
     assert 0 < summary.ttft_p50_s <= summary.ttft_p90_s <= summary.ttft_p99_s
