@@ -748,7 +748,11 @@ class _Runner:
 
 
 def _progress_bar(spec: LoadSpec, progress: bool) -> Any:
-    from tqdm.auto import tqdm
+    import warnings
+
+    with warnings.catch_warnings():  # tqdm.auto warns on stderr when ipywidgets is absent (breaks nbval's stderr)
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
 
     disabled = not progress or os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
     return tqdm(total=spec.num_requests, desc=spec.label(), unit="req", disable=disabled, leave=True)

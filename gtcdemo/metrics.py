@@ -40,6 +40,7 @@ def series_queries(window: str) -> dict[str, str]:
     return {
         "ttft_p50_s": quantile(0.50),
         "ttft_p90_s": quantile(0.90),
+        "ttft_p95_s": quantile(0.95),
         "ttft_p99_s": quantile(0.99),
         "ttft_mean_s": f"sum(rate({TTFT}_sum[{window}])) / sum(rate({TTFT}_count[{window}]))",
         "itl_mean_s": f"sum(rate({ITL}_sum[{window}])) / sum(rate({ITL}_count[{window}]))",

@@ -58,11 +58,16 @@ def run_demo(env: str = "dev", target: str = "local", out_dir: str | Path = "out
     executed: list[Path] = []
     try:
         print(repr(tgt.wait(timeout_s=timeout_s, progress=lambda m: print(f"  … {m}", flush=True))), flush=True)
-        for notebook in step_notebooks():
+        steps = step_notebooks()
+        # The live demo runs (recording itself) before the teardown step, on the graph the steps deployed.
+        order = [n for n in steps if n.name != "99_teardown.ipynb"] + [project.NOTEBOOKS / "demo.ipynb"] + \
+            [n for n in steps if n.name == "99_teardown.ipynb"]
+        for notebook in order:
             started = time.monotonic()
             print(f"running {notebook.name} …", flush=True)
+            extra = {"mode": "record", "recording": str(run_dir / "recording")} if notebook.name == "demo.ipynb" else {}
             try:
-                executed.append(run_notebook(notebook, run_dir, {"env": env, "target": target}))
+                executed.append(run_notebook(notebook, run_dir, {"env": env, "target": target, **extra}))
             except Exception as exc:  # papermill keeps the failed notebook with a red banner: report and stop
                 failed = exc
                 name, value = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))

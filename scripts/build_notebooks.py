@@ -389,6 +389,76 @@ sweep.round(1)
         check('print("levels:", [int(level) for level in sweep["level"]], "all ok:", int(sweep["errors"].sum()) == 0)',
               "levels: [1, 4, 16] all ok: True\n"),
     ],
+    "demo.ipynb": [
+        md("""
+# NVIDIA Dynamo: disaggregated serving of Llama-3.1-8B, live
+
+One prefill and one decode worker on separate H100s behind Dynamo's KV-aware frontend, deployed as the
+DynamoGraphDeployment `gtc-demo`. Each section below is one call.
+
+*Presenter:* `mode` is `live` (talks to the target), `record` (live, and saves everything shown into `recording`)
+or `replay` (draws a recording: no cluster, no network). Deploy first (`make deploy-dynamo`, or notebooks 02/03).
+Headless: `papermill notebooks/demo.ipynb out.ipynb -p mode live -p target cluster`.
+"""),
+        params(ENV + """
+target: str = "local"  # "local" (this machine) or "cluster" (the env's kube context)
+mode: str = "replay"  # "live", "record" (live + save into `recording`) or "replay" (from `recording`)
+recording: str = ""  # folder to record into or replay from; empty means a new folder, or the committed recording
+prompt: str = "Explain disaggregated prefill and decode in two sentences."  # the question on stage
+concurrency: int = 16  # concurrent streams during the live dashboard
+duration_s: float = 20.0  # how long the dashboard's load runs
+kv_requests: int = 6  # requests per batch in the KV-cache section
+scale_to: int = 2  # decode workers after scaling
+"""),
+        code("""
+from gtcdemo import params
+from gtcdemo.demo import Show
+
+p = params.check(globals(), env=str, target=str, mode=str, recording=str, prompt=str, concurrency=int,
+                 duration_s=float, kv_requests=int, scale_to=int)
+show = Show(env, target, mode, recording or None)
+show.banner()
+"""),
+        md("## What is deployed"),
+        code("""
+with show.section("status"):
+    display(show.status())
+"""),
+        md("## Ask it something"),
+        code("""
+with show.section("chat"):
+    display(show.chat(prompt))
+"""),
+        md("## Under load: TTFT, throughput and requests in flight, live from Prometheus"),
+        code("""
+result = None
+with show.section("dashboard"):
+    result = show.dashboard(concurrency=concurrency, duration_s=duration_s)
+    display(result)
+"""),
+        md("## KV-aware routing: a shared system prompt is computed once"),
+        code("""
+kv = None
+with show.section("kv cache"):
+    kv = show.kv_cache(requests=kv_requests).table
+    display(kv)
+"""),
+        md("## Scale the decode worker\nOn the cluster this adds an H100 through the worker's DGDSA. On the local "
+           "target it adds a mocker process, but every process shares this machine's two CPU cores, so do not "
+           "expect more throughput there."),
+        code("""
+scale = None
+with show.section("scaling"):
+    scale = show.scale_decode(replicas=scale_to)
+    display(scale)
+with show.section("restore"):
+    show.restore()
+"""),
+        md("## What we saw"),
+        code("show.summary(result, kv, scale)"),
+        check('print("sections ok:", all(v == "ok" for v in show.sections.values()), len(show.sections))',
+              "sections ok: True 6\n"),
+    ],
     "99_teardown.ipynb": [
         md("""
 # 99 · Teardown

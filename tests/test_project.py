@@ -56,6 +56,10 @@ def test_notebooks_are_clean_and_declare_parameters(path: Path) -> None:
             assert cell["outputs"] == [] and cell["execution_count"] is None, "commit notebooks without outputs"
     declared = papermill.inspect_notebook(str(path))
     assert "env" in declared and declared["env"]["help"], "each notebook takes a documented `env`"
+    parameters_cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = [line for line in "".join(parameters_cell["source"]).splitlines() if " = " in line]
+    assert len(declared) == len(assigned), f"papermill could not parse every parameter of {path.name}"
+    assert all(p["help"] for p in declared.values()), "document every parameter with a trailing comment"
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in
                       c.get("metadata", {}).get("tags", []))
     assert "params.check(globals()" in "".join(first_code["source"]), "validate parameters in the first code cell"

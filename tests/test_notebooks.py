@@ -1,0 +1,85 @@
+"""Every notebook under papermill: declared and validated parameters, the error banner on bad ones, the demo live."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+
+from gtcdemo import project
+from gtcdemo.local import LocalTarget
+
+NOTEBOOKS = sorted(project.NOTEBOOKS.glob("*.ipynb"))
+
+
+def kernels_running() -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if "ipykernel_launcher" in line}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_misspelt_parameter_fails_with_papermills_banner(path: Path, tmp_path: Path) -> None:
+    before = kernels_running()
+    out = tmp_path / path.name
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(path), str(out), parameters={"evn": "dev"}, kernel_name="python3",
+                                   progress_bar=False, cwd=str(tmp_path))
+    assert "unknown parameter 'evn'" in str(info.value.evalue) and "did you mean 'env'?" in str(info.value.evalue)
+    executed = json.loads(out.read_text())
+    assert any("papermill-error-cell-tag" in c.get("metadata", {}).get("tags", []) for c in executed["cells"])
+    assert kernels_running() <= before, "papermill left a kernel running"
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"target": "kubernetes"}, "unknown target 'kubernetes'; available: local, cluster"),
+    ({"env": "prod"}, "unknown env 'prod'; available: dev"),
+], ids=["target", "env"])
+def test_a_bad_value_is_refused_before_anything_runs(parameters: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(str(project.NOTEBOOKS / "02_deploy.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters=parameters, kernel_name="python3", progress_bar=False)
+    assert message in str(info.value.evalue)
+
+
+def test_wrong_type_and_nonpositive_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError, match="must be > 0"):
+        papermill.execute_notebook(str(project.NOTEBOOKS / "05_metrics.ipynb"), str(tmp_path / "a.ipynb"),
+                                   parameters={"concurrency": 0}, kernel_name="python3", progress_bar=False)
+    with pytest.raises(papermill.PapermillExecutionError, match="must be float"):
+        papermill.execute_notebook(str(project.NOTEBOOKS / "03_wait.ipynb"), str(tmp_path / "b.ipynb"),
+                                   parameters={"timeout_s": "soon"}, kernel_name="python3", progress_bar=False)
+
+
+def test_demo_replays_the_committed_recording_without_any_target(tmp_path: Path) -> None:
+    out = tmp_path / "demo.ipynb"
+    env = {**os.environ, "GTCDEMO_STATE": str(tmp_path / "no-state"), "KUBECONFIG": str(tmp_path / "none")}
+    subprocess.run([sys.executable, "-m", "papermill", str(project.NOTEBOOKS / "demo.ipynb"), str(out),
+                    "-k", "python3", "--cwd", str(tmp_path)], check=True, env=env, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert "REPLAY: recorded" in text and "sections ok: True 6" in text
+    assert not (tmp_path / "no-state").exists(), "replay must not touch a deployment"
+
+
+@pytest.mark.local
+def test_demo_live_on_the_local_graph_records_what_it_shows(graph: LocalTarget, tmp_path: Path) -> None:
+    recording = tmp_path / "recording"
+    out = tmp_path / "demo.ipynb"
+    papermill.execute_notebook(
+        str(project.NOTEBOOKS / "demo.ipynb"), str(out), kernel_name="python3", progress_bar=False,
+        parameters={"mode": "record", "recording": str(recording), "duration_s": 4.0, "concurrency": 4,
+                    "kv_requests": 3, "scale_to": 2})
+    text = out.read_text()
+    assert "LIVE: dev on local" in text and "sections ok: True 6" in text
+    for name in ("meta.json", "status.json", "chat.json", "dashboard/records.csv", "dashboard-window.csv",
+                 "kv_cache.csv", "scale.csv"):
+        assert (recording / name).is_file(), name
+    assert len([p for p in graph.processes() if p["role"] == "decode"]) == 1  # restored after the scaling section
+    replay = tmp_path / "replay.ipynb"
+    papermill.execute_notebook(str(project.NOTEBOOKS / "demo.ipynb"), str(replay), kernel_name="python3",
+                               progress_bar=False, parameters={"mode": "replay", "recording": str(recording)})
+    assert "REPLAY: recorded" in replay.read_text() and "sections ok: True 6" in replay.read_text()
