@@ -7,10 +7,12 @@ import contextlib
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -164,13 +166,19 @@ print(json.dumps({"ok": result.summary()["ok_count"], "interrupted": result.inte
 @local
 @pytest.mark.parametrize("where", ["script", "notebook"])
 def test_ctrl_c_returns_and_saves_the_partial_result(graph: LocalTarget, tmp_path: Path, where: str) -> None:
-    env = {**os.environ, "TQDM_MININTERVAL": "0"}  # the progress bar tells when requests have completed
+    # The progress bar tells when requests have completed (TQDM_DISABLE may be set by the notebook tests' conftest).
+    env = {**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, "TQDM_MININTERVAL": "0"}
     with graph.frontend() as url:
         proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, url, MODEL, where, str(tmp_path / "partial")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         seen = b""
+        deadline = time.monotonic() + 60
         while not re.search(rb"\| *[3-9]/1000000", seen):
+            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                proc.kill()
+                pytest.fail(f"no progress within 60 s: {seen.decode(errors='replace')[-2000:]}")
             piece = os.read(proc.stderr.fileno(), 4096)
             assert piece, f"the run ended before 3 requests: {seen.decode(errors='replace')[-2000:]}"
             seen += piece
