@@ -32,6 +32,7 @@ from . import bundle as bundle_mod
 from . import project
 from .errors import ConfigError, DeploymentError
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
+from .target import BundleHolder
 
 GROUP, VERSION = "nvidia.com", "v1alpha1"
 DGD_PLURAL = "dynamographdeployments"
@@ -251,7 +252,7 @@ def pods_frame(pods: list[Any], now: datetime | None = None) -> pd.DataFrame:
 
 
 # -- the target ------------------------------------------------------------------------------------------------------
-class ClusterTarget:
+class ClusterTarget(BundleHolder):
     """The env's DGD on its Kubernetes cluster; answers the same questions as the local target."""
 
     kind = "cluster"
@@ -290,12 +291,6 @@ class ClusterTarget:
         self.access: KubeletAccess = access or KubectlAccess(self.core, self.context, self.kubeconfig)
 
     # -- basics -----------------------------------------------------------------------------------------------------
-    @property
-    def bundle(self) -> bundle_mod.Bundle:
-        if self._bundle is None:
-            self._bundle = bundle_mod.load(self.env)
-        return self._bundle
-
     @property
     def name(self) -> str:
         return f"{self.bundle.name} on {self.context}/{self.bundle.namespace}"

@@ -31,6 +31,7 @@ from .errors import DeploymentError, MissingDependencyError
 from .inference import chat_completion
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 from .supervisor import alive, proc_starttime, write_json
+from .target import BundleHolder
 
 PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091}
 LOCK_TIMEOUT_S = 60.0
@@ -155,7 +156,7 @@ def pvc_root() -> Path:
     return modeldir.default_model_dir().parents[1] / "pvc"
 
 
-class LocalTarget:
+class LocalTarget(BundleHolder):
     """Runs a bundle as local processes; answers the same questions as the cluster target."""
 
     kind = "local"
@@ -166,12 +167,6 @@ class LocalTarget:
         self.dir = state_dir or project.state_root() / f"{env}-{self.bundle.name}"
 
     # -- the bundle and state files -----------------------------------------------------------------------------
-    @property
-    def bundle(self) -> bundle_mod.Bundle:
-        if self._bundle is None:
-            self._bundle = bundle_mod.load(self.env)
-        return self._bundle
-
     @property
     def name(self) -> str:
         return f"{self.env}-{self.bundle.name} (local)"

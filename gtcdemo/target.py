@@ -11,6 +11,21 @@ from .bundle import Bundle
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 
 
+class BundleHolder:
+    """The env's bundle, loaded (and validated) once on first use; shared by both targets."""
+
+    env: str
+    _bundle: Bundle | None = None
+
+    @property
+    def bundle(self) -> Bundle:
+        if self._bundle is None:
+            from . import bundle as bundle_mod
+
+            self._bundle = bundle_mod.load(self.env)
+        return self._bundle
+
+
 @runtime_checkable
 class Target(Protocol):
     """What every target answers: apply / wait / status / logs / scale / teardown, and access to its endpoints."""
