@@ -185,8 +185,14 @@ def configmap_text(env: str, configmap: dict) -> str:
 def _read_manifests(directory: Path) -> list[tuple[Path, dict]]:
     docs: list[tuple[Path, dict]] = []
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+        shown = str(path.relative_to(project.ROOT) if path.is_relative_to(project.ROOT) else path)
         try:
-            loaded = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at position {exc.start}",
+                              where=shown, fix="save the file as UTF-8") from None
+        try:
+            loaded = [d for d in yaml.safe_load_all(text) if d is not None]
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" at line {mark.line + 1}" if mark else ""
@@ -219,6 +225,21 @@ def _unknown(keys: set, known: set, where: str, errors: list[ConfigError]) -> No
             fix=f"did you mean {near[0]!r}?" if near else f"remove it; known fields: {', '.join(sorted(known))}"))
 
 
+def validate_pvc(pvc: dict, where: str) -> list[ConfigError]:
+    """The fields a claim needs: name, namespace, access modes and a storage request."""
+    errors: list[ConfigError] = []
+    meta, spec = _map(pvc.get("metadata")), _map(pvc.get("spec"))
+    name = meta.get("name", "?")
+    _check(bool(meta.get("name")) and bool(meta.get("namespace")), errors, "PVC metadata.name and namespace are "
+           "required", f"{where}: metadata", "set metadata.name (model-nfs-pvc) and metadata.namespace")
+    _check(bool(spec.get("accessModes")), errors, f"PVC {name} has no spec.accessModes", f"{where}: spec.accessModes",
+           "add `accessModes: [ReadWriteMany]` (NFS, shared by all workers)")
+    storage = _map(_map(spec.get("resources")).get("requests")).get("storage")
+    _check(bool(storage), errors, f"PVC {name} has no spec.resources.requests.storage",
+           f"{where}: spec.resources.requests.storage", "add `resources: {requests: {storage: 100Gi}}`")
+    return errors
+
+
 def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigError]:
     """Problems in the DGD against the seed's key schema and against the ConfigMap it mounts."""
     errors: list[ConfigError] = []
@@ -235,9 +256,7 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
            f"backendFramework is {spec.get('backendFramework')!r}", f"{where}.spec.backendFramework",
            f"use one of {sorted(BACKENDS)} (trtllm here)")
     pvcs = {p.get("name") for p in spec.get("pvcs") or [] if isinstance(p, dict)}
-    for i, env in enumerate(spec.get("envs") or []):
-        _check(isinstance(env, dict) and "name" in env and "value" in env, errors, "env entries need name and value",
-               f"{where}.spec.envs[{i}]", "write `- name: X` / `value: \"...\"`")
+    _check_envs(spec.get("envs"), f"{where}.spec.envs", errors)
     services = spec.get("services")
     if not _check(isinstance(services, dict) and services, errors, "spec.services is empty or not a map",
                   f"{where}.spec.services", "declare Frontend, TrtllmPrefillWorker and TrtllmDecodeWorker"):
@@ -253,6 +272,7 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
         if not _check(isinstance(svc, dict), errors, "service must be a map", at, "write the service's fields"):
             continue
         _unknown(set(svc), SERVICE_KEYS, at, errors)
+        _check_envs(svc.get("envs"), f"{at}.envs", errors)
         ctype, sub = svc.get("componentType"), svc.get("subComponentType")
         types.append((ctype, sub))
         _check(ctype in COMPONENT_TYPES, errors, f"componentType is {ctype!r}", f"{at}.componentType",
@@ -297,6 +317,14 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
                 _check(mode == sub, errors, f"--disaggregation-mode is {mode!r} but subComponentType is {sub!r}",
                        f"{at}.extraPodSpec.mainContainer.args", f"pass `--disaggregation-mode {sub}`")
             _check_engine_args(svc, at, cm_name, cm_keys, errors)
+    referenced = {Path(p).name for p in (_arg(s, "--extra-engine-args") for s in services.values()
+                                         if isinstance(s, dict)) if p}
+    # (When a worker names a key that does not exist, that error says it all: do not also list the one it missed.)
+    for key in sorted(cm_keys - referenced) if referenced <= cm_keys else []:
+        errors.append(ConfigError(
+            f"ConfigMap key {key!r} is referenced by no worker's --extra-engine-args (workers read "
+            f"{sorted(referenced)})", where=f"{where}.spec.services",
+            fix=f"point a worker's --extra-engine-args at /engine-configs/{key}, or remove engine-configs/<env>/{key}"))
     if len(set(served.values())) > 1:
         errors.append(ConfigError(f"workers serve different model names: {served}", where=f"{where}.spec.services",
                                   fix="use one --served-model-name across all workers"))
@@ -304,6 +332,17 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
            f"{sum(t == 'frontend' for t, _ in types)} frontend services", f"{where}.spec.services",
            "declare exactly one service with componentType: frontend")
     return errors
+
+
+def _check_envs(entries: Any, at: str, errors: list[ConfigError]) -> None:
+    """Env entries are {name, value} or {name, valueFrom}; anything else the API server would silently drop."""
+    for i, env in enumerate(entries or []):
+        if not _check(isinstance(env, dict) and "name" in env, errors, f"env entry {env!r} has no name", f"{at}[{i}]",
+                      "write `- name: X` / `value: \"...\"`"):
+            continue
+        _unknown(set(env), {"name", "value", "valueFrom"}, f"{at}[{i}]", errors)
+        _check("value" in env or "valueFrom" in env, errors, f"env {env['name']} has no value", f"{at}[{i}]",
+               f"add `value: \"...\"` under `- name: {env['name']}`")
 
 
 def _tolerates_gpu_taint(toleration: dict) -> bool:
@@ -363,6 +402,8 @@ def load(env: str, *, check_drift: bool = True) -> Bundle:
             where=f"manifests/{env}/{CONFIGMAP_FILE}", fix=f"run `gtcdemo render --env {env} --write` and commit it"))
     errors.extend(validate_dgd(dgd, configmap, where=f"manifests/{env} DGD {dgd.get('metadata', {}).get('name')}"))
     for path, doc in docs:
+        if doc.get("kind") == "PersistentVolumeClaim":
+            errors.extend(validate_pvc(doc, path.name))
         if doc.get("kind") not in APPLY_ORDER:
             errors.append(ConfigError(f"unexpected kind {doc.get('kind')!r}", where=path.name,
                                       fix=f"manifests/<env>/ holds only {', '.join(APPLY_ORDER)}"))

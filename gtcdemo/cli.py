@@ -13,6 +13,31 @@ from . import project
 from .errors import GtcdemoError
 
 
+def _positive(flag: str, example: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a number of seconds, got {text!r} (e.g. {flag} {example})") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text} (e.g. {flag} {example})")
+        return value
+    return parse
+
+
+def _at_least_one(flag: str, example: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r} (e.g. {flag} {example})") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {text} (e.g. {flag} {example})")
+        return value
+    return parse
+
+
 def _progress(message: str) -> None:
     print(f"  … {message}", file=sys.stderr, flush=True)
 
@@ -150,21 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--write", action="store_true", help="write manifests/<env>/10-engine-configmap.yaml")
     for name, func, text in (("up", cmd_up, "apply the bundle and wait until a completion succeeds"),
                              ("wait", cmd_wait, "wait until the deployment is ready")):
-        add(name, func, text).add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+        add(name, func, text).add_argument("--timeout", type=_positive("--timeout", "600"), default=600.0,
+                                           help="seconds (default 600)")
     add("status", cmd_status, "processes / pods of the deployment").add_argument(
         "--all", action="store_true", help="also nodes, DGD, DGDSAs and PVCs (same as demo-status)")
     add("demo-status", cmd_demo_status, "nodes, DGD, DGDSAs, pods and PVCs (the seed's demo-status)")
     add("preflight", cmd_preflight, "check everything the deployment needs, before applying anything")
     logs = add("logs", cmd_logs, "recent log lines per process / pod")
     logs.add_argument("--service", help="only this service (e.g. TrtllmDecodeWorker)")
-    logs.add_argument("--tail", type=int, default=20)
+    logs.add_argument("--tail", type=_at_least_one("--tail", "20"), default=20)
     add("down", cmd_down, "stop and delete the deployment (the model PVC stays)")
     scale = add("scale", cmd_scale, "set a service's replicas")
     scale.add_argument("service")
     scale.add_argument("replicas", type=int)
     ti = add("test-inference", cmd_test_inference, "post one chat completion and print the validated JSON")
     ti.add_argument("--prompt", default="Say hello to the GTC audience.")
-    ti.add_argument("--max-tokens", type=int, default=32)
+    ti.add_argument("--max-tokens", type=_at_least_one("--max-tokens", "32"), default=32)
     lg = add("load", cmd_load, "offer load (closed loop, or open loop with --rate) and print AIPerf's statistics")
     lg.add_argument("--concurrency", type=int, default=8, help="closed loop; with --rate, the in-flight cap")
     lg.add_argument("--rate", type=float, help="open loop: Poisson arrivals per second")
@@ -182,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--out", help="folder for records.csv and summary.json")
     demo = add("demo", cmd_demo, "up, run the step notebooks headless into --out, down")
     demo.add_argument("--out", default="out", help="folder for executed notebooks and figures")
-    demo.add_argument("--timeout", type=float, default=600.0)
+    demo.add_argument("--timeout", type=_positive("--timeout", "600"), default=600.0)
     return parser
 
 

@@ -378,6 +378,7 @@ class ClusterTarget(BundleHolder):
             raise self._api_error(exc, "reading the namespace") from None
         except Exception as exc:  # connection errors
             raise self._api_error(exc, "reading the namespace") from None
+        self._refuse_missing_prerequisites()
         dyn = self._dynamic()
         plan: list[tuple[dict, Any, Any]] = []
         for obj in self.bundle.objects:
@@ -795,6 +796,30 @@ class ClusterTarget(BundleHolder):
                        "install kube-prometheus-stack, or set `prometheus` in manifests/<env>/cluster.toml")
         report.add(*self._dry_run_check())
         return report
+
+    def _refuse_missing_prerequisites(self) -> None:
+        """What the API server would accept but the pods could never use: a missing secret, an unbound claim."""
+        from kubernetes.client.exceptions import ApiException
+
+        for secret in sorted({s["envFromSecret"] for s in self.bundle.services.values() if s.get("envFromSecret")}):
+            if not self._secret_exists(secret):
+                raise DeploymentError(
+                    f"secret {secret} does not exist in {self.namespace}: the workers could not start; nothing was "
+                    "applied", fix=f"kubectl -n {self.namespace} create secret generic {secret} "
+                                   "--from-literal=HF_TOKEN=<your token>")
+        for pvc in (o for o in self.bundle.objects if o["kind"] == "PersistentVolumeClaim"):
+            name = pvc["metadata"]["name"]
+            try:
+                phase = self.core.read_namespaced_persistent_volume_claim(name, self.namespace).status.phase
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue  # absent: apply creates it
+                raise
+            if phase != "Bound":
+                raise DeploymentError(
+                    f"PVC {name} in {self.namespace} is {phase}, not Bound: the workers would wait forever for the "
+                    "model files; nothing was applied",
+                    fix=f"bind it to the NFS volume of Phase 1d-i (`kubectl -n {self.namespace} describe pvc {name}`)")
 
     def _secret_exists(self, name: str) -> bool:
         """Ask for the secret's metadata only, so its data never reaches this process."""

@@ -167,7 +167,11 @@ def validate_values(values: dict, path: Path) -> list[ConfigError]:
 
 def parse(path: Path, role: str) -> EngineConfig:
     """Read one engine config file, turning YAML syntax errors into located ConfigErrors."""
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at position {exc.start}",
+                          where=_where(path, ""), fix="save the file as UTF-8") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as exc:

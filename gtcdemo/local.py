@@ -30,7 +30,7 @@ from . import localplan, modeldir, project
 from .errors import DeploymentError, MissingDependencyError
 from .inference import chat_completion
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
-from .supervisor import alive, proc_starttime, write_json
+from .supervisor import SECRET_ENV, alive, proc_starttime, write_json
 from .target import BundleHolder
 
 PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091}
@@ -291,7 +291,9 @@ class LocalTarget(BundleHolder):
         try:
             proc = subprocess.Popen([sys.executable, "-m", "gtcdemo.supervisor", str(self.dir)],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env={**os.environ, "PYTHONPATH": str(project.ROOT)},
+                                    start_new_session=True,
+                                    env={**{k: v for k, v in os.environ.items() if k not in SECRET_ENV},
+                                         "PYTHONPATH": str(project.ROOT)},
                                     preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, blocked))
             write_json(self.dir / "supervisor.json", {"pid": proc.pid, "starttime": proc_starttime(proc.pid)})
         finally:
@@ -454,7 +456,8 @@ class LocalTarget(BundleHolder):
                 raise DeploymentError(f"{self.name} is not running", fix="run `gtcdemo up` (or notebook 02_deploy)",
                                       where=str(self.dir))
             procs = self.processes()
-            crashed = [p for p in procs if p["last_exit_code"] is not None]
+            # A process that exited and is not (yet) back: a recovered crash of long ago must not fail every wait.
+            crashed = [p for p in procs if p["last_exit_code"] is not None and p["phase"] != "Running"]
             if crashed:
                 p = crashed[0]
                 tail = self.logs(p["name"], tail=20).get(p["name"], "")

@@ -114,9 +114,12 @@ class Metrics:
 
     def __init__(self, url: str, rate_window: str | None = None) -> None:
         from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
 
         self.url = url.rstrip("/")
-        self.prom = PrometheusConnect(url=self.url, disable_ssl=True)
+        # No connection retries: a dead Prometheus must be explained at once, not after ~6 s of back-off per call.
+        retry = Retry(total=3, connect=0, backoff_factor=0.5, status_forcelist=[408, 429, 500, 502, 503, 504])
+        self.prom = PrometheusConnect(url=self.url, disable_ssl=True, retry=retry)
         self.rate_window = rate_window or self._auto_window()
 
     def _auto_window(self) -> str:
@@ -202,9 +205,22 @@ class Metrics:
         after = _ts(after)
         deadline = time.monotonic() + timeout_s
         while True:
-            result = self.query('min(timestamp(up{job="dynamo-frontend"}))')
-            if result and float(result[0]["value"][1]) >= after.timestamp():
-                return _ts(float(result[0]["value"][1]))
+            # The active targets, not `up` series: after a redeploy the old address' series stays visible for
+            # Prometheus' 5-minute lookback and would never be scraped again.
+            try:
+                targets = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"},
+                                    timeout=5).json()["data"]["activeTargets"]
+            except httpx.HTTPError as exc:
+                raise DeploymentError(f"Prometheus at {self.url} did not answer /api/v1/targets: {exc}",
+                                      fix="is Prometheus running? `gtcdemo status` (cluster: its port-forward)") \
+                    from None
+            except (KeyError, ValueError):
+                targets = []
+            scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in targets
+                       if t["labels"].get("job") == "dynamo-frontend" and not t["lastScrape"].startswith("0001")]
+            frontends = [t for t in targets if t["labels"].get("job") == "dynamo-frontend"]
+            if frontends and len(scrapes) == len(frontends) and min(scrapes) >= after:
+                return min(scrapes)
             if time.monotonic() > deadline:
                 raise DeploymentError(f"Prometheus has not scraped the frontend since {after:%H:%M:%S}",
                                       fix="check its targets (`check_requests_visible`) and scrape interval")

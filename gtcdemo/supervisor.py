@@ -24,6 +24,8 @@ BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_AFTER_S = 60.0
 STOP_GRACE_S = 8.0
+# The local graph downloads nothing (HF_HUB_OFFLINE=1): the caller's Hugging Face token stays out of its processes.
+SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN"}
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
@@ -102,8 +104,8 @@ class Supervisor:
         child.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (kept open for the child's lifetime)
         child.log.write(f"\n=== gtcdemo: starting {spec['name']} at {time.strftime('%Y-%m-%dT%H:%M:%S')} "
                         f"(restart {child.restarts}) ===\n".encode())
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DYN_", "GTCDEMO_SUPERVISOR"))},
-               **spec["env"]}
+        env = {**{k: v for k, v in os.environ.items()
+                  if not k.startswith(("DYN_", "GTCDEMO_SUPERVISOR")) and k not in SECRET_ENV}, **spec["env"]}
         child.popen = subprocess.Popen(
             spec["argv"], env=env, stdin=subprocess.DEVNULL, stdout=child.log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=self.dir,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import project
-from .errors import GtcdemoError
+from .errors import ConfigError, GtcdemoError
 
 
 def step_notebooks() -> list[Path]:
@@ -28,7 +28,16 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], *, log_o
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
-    accepted = {k: v for k, v in parameters.items() if k in declared_parameters(path)}
+    declared = declared_parameters(path)
+    walkthrough_wide = {"env", "target"}  # passed to every notebook; one that does not take them just ignores them
+    unknown = [k for k in parameters if k not in declared and k not in walkthrough_wide]
+    if unknown:
+        import difflib
+
+        near = difflib.get_close_matches(unknown[0], list(declared), n=1)
+        raise ConfigError(f"unknown parameter {unknown[0]!r} for {path.stem}", where=path.name,
+                          fix=f"did you mean {near[0]!r}?" if near else f"it takes: {', '.join(declared)}")
+    accepted = {k: v for k, v in parameters.items() if k in declared}
     env_before = os.environ.get("GTCDEMO_OUT")
     os.environ["GTCDEMO_OUT"] = str(out_dir)  # where notebooks save figures and records
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -113,6 +113,8 @@ def test_changed_engine_config_is_configured(target: ClusterTarget) -> None:
 
 
 def test_pvc_is_created_when_absent(kube, kubelet) -> None:
+    client.CoreV1Api(kube.api_client).create_namespaced_secret(
+        NS, client.V1Secret(metadata=client.V1ObjectMeta(name="hf-token"), string_data={"HF_TOKEN": "x"}))
     target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
     result = target.apply()
     assert result.rows[0] == {"kind": "PersistentVolumeClaim", "name": "model-nfs-pvc", "action": "created"}

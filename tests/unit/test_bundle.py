@@ -560,7 +560,7 @@ BAD_DGDS = [
                  ["backendFramework is 'tensorrt'", "Fix: use one of ['sglang', 'trtllm', 'vllm']"], 1,
                  id="bad-backend-framework"),
     pytest.param(lambda d: d["spec"]["envs"][0].pop("value"), "DGD.spec.envs[0]",
-                 ["env entries need name and value"], 1, id="env-without-value"),
+                 ["env HF_HOME has no value"], 1, id="env-without-value"),
 ]
 
 
