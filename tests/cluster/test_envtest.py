@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from ..conftest import poll
 from .conftest import FAKE_HF_TOKEN, Kube
 from .envtest import DEFAULT_CONTEXT, NAMESPACES, OTHER_CONTEXT, EnvTest
 from .operator import (
@@ -37,15 +36,6 @@ NS = "dynamo-workload"
 SERVICES = ("Frontend", "TrtllmPrefillWorker", "TrtllmDecodeWorker")
 
 
-def poll(check: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def dev_dgd() -> dict:
