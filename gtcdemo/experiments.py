@@ -6,6 +6,7 @@ on screen has a definition (see measuring.md: AIPerf's) and a source.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import load
+from .inference import stream_chat
 from .metrics import Metrics, RunSummary
 
 DEMO_PROMPT_TOKENS = 1500
@@ -79,20 +81,6 @@ class ClockComparison:
         return "<h4>TTFT by clock (ms)</h4>" + self.table.to_html()
 
 
-def _ttft_ms(client: httpx.Client, url: str, body: dict) -> float:
-    """Time to the first chunk with content; the rest is read too, so a kept-alive connection stays reusable."""
-    start = time.perf_counter()
-    first = None
-    with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if first is None and line.startswith("data:") and '"content":"' in line and '"content":""' not in line:
-                first = (time.perf_counter() - start) * 1000
-    if first is None:
-        raise RuntimeError("stream ended without content")
-    return first
-
-
 def ttft_clocks(base_url: str, model: str, metrics: Metrics, *, requests: int = 10, prompt_words: int = 200,
                 output_tokens: int = 16) -> ClockComparison:
     """Client TTFT with a fresh connection per request vs one kept-alive connection, against the frontend's own.
@@ -109,17 +97,14 @@ def ttft_clocks(base_url: str, model: str, metrics: Metrics, *, requests: int = 
         shared = httpx.Client(timeout=60) if mode.startswith("kept") else None
         try:
             if shared is not None:  # open the connection first, as any keep-alive client would have
-                _ttft_ms(shared, base_url, {"model": model, "messages": [{"role": "user", "content": "warm"}],
-                                            "max_tokens": 2, "stream": True})
+                stream_chat(base_url, model, "warm", max_tokens=2, client=shared)
             started = metrics.settle(time.time())  # counters start after every earlier request was scraped
             for i in range(requests):
-                body = {"model": model, "messages": [{"role": "user", "content": f"{mode[:3]} {i} {prompt}"}],
-                        "max_tokens": output_tokens, "stream": True, "ignore_eos": True}
-                if shared is None:
-                    with httpx.Client(timeout=60) as fresh:
-                        samples.append(_ttft_ms(fresh, base_url, body))
-                else:
-                    samples.append(_ttft_ms(shared, base_url, body))
+                text = f"{mode[:3]} {i} {prompt}"
+                with contextlib.nullcontext(shared) if shared is not None else httpx.Client(timeout=60) as client:
+                    result = stream_chat(base_url, model, text, max_tokens=output_tokens, ignore_eos=True,
+                                         client=client)
+                samples.append(result.ttft_s * 1000)
         finally:
             if shared is not None:
                 shared.close()

@@ -108,8 +108,11 @@ class StreamResult:
 
 def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_tokens: int = 32,
                 timeout_s: float = 60.0, ignore_eos: bool = False,
-                on_text: Callable[[str], None] | None = None) -> StreamResult:
-    """One streaming chat completion; ``on_text`` sees each piece of text as it arrives."""
+                on_text: Callable[[str], None] | None = None, client: httpx.Client | None = None) -> StreamResult:
+    """One streaming chat completion; ``on_text`` sees each piece of text as it arrives.
+
+    With ``client`` the request reuses its kept-alive connection; without, it opens a new one.
+    """
     url = f"{base_url}/v1/chat/completions"
     pieces: list[str] = []
     chunk_times: list[float] = []
@@ -118,7 +121,7 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
     ttft = None
     start = time.perf_counter()
     try:
-        with httpx.stream("POST", url, json=_request(model, prompt, max_tokens, True, ignore_eos),
+        with (client or httpx).stream("POST", url, json=_request(model, prompt, max_tokens, True, ignore_eos),
                           timeout=timeout_s) as response:
             if response.status_code >= 400:
                 response.read()
@@ -128,7 +131,7 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    continue  # read to the end, so a kept-alive connection stays reusable
                 chunk = json.loads(data)
                 if chunk.get("usage"):
                     usage = chunk["usage"]
