@@ -239,20 +239,38 @@ def prometheus_spec(state_dir: Path, port: int, binary: str = "prometheus") -> P
         env={}, ports={"http": port}, health=f"http://{LOOPBACK}:{port}/-/ready")
 
 
-def prometheus_config(b: bundle_mod.Bundle, specs: list[ProcSpec], interval_s: float = 1.0) -> dict:
-    """Scrape the frontend and every worker's system port, labelled as the cluster's PodMonitors would."""
-    def target(spec: ProcSpec, port: int) -> dict:
-        return {"targets": [f"{LOOPBACK}:{port}"], "labels": {
-            "namespace": b.namespace, "pod": spec.name, "service": spec.service,
-            "dynamo_namespace": b.dynamo_namespace, "role": spec.role}}
-    frontends = [target(s, s.ports["http"]) for s in specs if s.role == "frontend"]
-    workers = [target(s, s.ports["system"]) for s in specs if "system" in s.ports]
+# The Dynamo platform chart's PodMonitors live in the chart's release namespace (dynamo-system on the cluster, see
+# manifests/<env>/cluster.toml) and are named dynamo-frontend / dynamo-worker
+# (deploy/helm/charts/platform/components/operator/templates/prometheus.yaml, Dynamo 0.8).
+PODMONITOR_NAMESPACE = "dynamo-system"
+PODMONITORS = {"frontend": ("dynamo-frontend", "http"), "worker": ("dynamo-worker", "system")}
+
+
+def prometheus_config(b: bundle_mod.Bundle, specs: list[ProcSpec], interval_s: float = 1.0,
+                      podmonitor_namespace: str = PODMONITOR_NAMESPACE) -> dict:
+    """Scrape the frontend and every worker's system port with the target labels the cluster's Prometheus gives.
+
+    prometheus-operator turns a PodMonitor into a scrape job whose targets carry exactly: ``namespace``,
+    ``container``, ``pod``, ``job="<podmonitor namespace>/<podmonitor name>"`` and ``endpoint=<port name>``
+    (pkg/prometheus/promcfg.go, generatePodMonitorConfig), plus the PodMonitor's own relabelings: Dynamo's copy
+    the pod label ``nvidia.com/dynamo-namespace`` into ``dynamo_namespace``. Nothing else, so the local target
+    cannot pass a query that relies on a label the cluster's series do not have.
+    """
+    def target(spec: ProcSpec, kind: str) -> dict:
+        monitor, port_name = PODMONITORS[kind]
+        return {"targets": [f"{LOOPBACK}:{spec.ports[port_name]}"], "labels": {
+            "namespace": b.namespace, "container": "main", "pod": spec.name,
+            "job": f"{podmonitor_namespace}/{monitor}", "endpoint": port_name,
+            "dynamo_namespace": b.dynamo_namespace}}
+    frontends = [target(s, "frontend") for s in specs if s.role == "frontend"]
+    workers = [target(s, "worker") for s in specs if "system" in s.ports]
     interval = f"{int(interval_s * 1000)}ms"
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        # prometheus-operator names the jobs podMonitor/<ns>/<name>/<i>; the `job` label is relabelled as above.
         "scrape_configs": [
-            {"job_name": "dynamo-frontend", "static_configs": frontends},
-            {"job_name": "dynamo-worker", "static_configs": workers},
+            {"job_name": f"podMonitor/{podmonitor_namespace}/{PODMONITORS[kind][0]}/0", "static_configs": groups}
+            for kind, groups in (("frontend", frontends), ("worker", workers))
         ],
     }
 

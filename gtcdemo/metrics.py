@@ -33,6 +33,19 @@ def _ts(value: float | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromtimestamp(value, tz=UTC)
 
 
+def frontend_targets(targets: list[dict]) -> list[dict]:
+    """The Dynamo frontends among Prometheus' targets, chosen by what is true on both targets.
+
+    On the cluster the frontend is scraped through the platform chart's PodMonitor ``dynamo-frontend``
+    (deploy/helm/charts/platform/components/operator/templates/prometheus.yaml): port ``http``, and a relabeling
+    that copies the pod label ``nvidia.com/dynamo-namespace`` into ``dynamo_namespace``. prometheus-operator puts
+    the port name into ``endpoint`` and sets ``job="<namespace>/dynamo-frontend"`` (pkg/prometheus/promcfg.go), so
+    the bare ``job="dynamo-frontend"`` never exists there. The local Prometheus labels its targets the same way.
+    """
+    return [t for t in targets
+            if t["labels"].get("endpoint") == "http" and t["labels"].get("dynamo_namespace")]
+
+
 def series_queries(window: str) -> dict[str, str]:
     """The PromQL behind each time series the notebooks plot (``window`` is the rate window, e.g. "5s")."""
     def quantile(q: float) -> str:
@@ -208,23 +221,27 @@ class Metrics:
             # The active targets, not `up` series: after a redeploy the old address' series stays visible for
             # Prometheus' 5-minute lookback and would never be scraped again.
             try:
-                targets = httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"},
-                                    timeout=5).json()["data"]["activeTargets"]
-            except httpx.HTTPError as exc:
-                raise DeploymentError(f"Prometheus at {self.url} did not answer /api/v1/targets: {exc}",
-                                      fix="is Prometheus running? `gtcdemo status` (cluster: its port-forward)") \
-                    from None
-            except (KeyError, ValueError):
+                targets = self.targets()
+            except (KeyError, ValueError):  # an answer without the expected shape: ask again
                 targets = []
-            scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in targets
-                       if t["labels"].get("job") == "dynamo-frontend" and not t["lastScrape"].startswith("0001")]
-            frontends = [t for t in targets if t["labels"].get("job") == "dynamo-frontend"]
+            frontends = frontend_targets(targets)
+            scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in frontends
+                       if not t["lastScrape"].startswith("0001")]
             if frontends and len(scrapes) == len(frontends) and min(scrapes) >= after:
                 return min(scrapes)
             if time.monotonic() > deadline:
                 raise DeploymentError(f"Prometheus has not scraped the frontend since {after:%H:%M:%S}",
                                       fix="check its targets (`check_requests_visible`) and scrape interval")
             time.sleep(0.25)
+
+    def targets(self) -> list[dict]:
+        """Prometheus' active scrape targets (``/api/v1/targets``)."""
+        try:
+            return httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"},
+                             timeout=5).json()["data"]["activeTargets"]
+        except httpx.HTTPError as exc:
+            raise DeploymentError(f"Prometheus at {self.url} did not answer /api/v1/targets: {exc}",
+                                  fix="is Prometheus running? `gtcdemo status` (cluster: its port-forward)") from None
 
     def bucket_bounds(self, metric: str = TTFT) -> list[float]:
         return sorted(le for le, _ in self._buckets(metric, datetime.now(UTC)))
@@ -243,9 +260,8 @@ class Metrics:
             total = sum(float(s["value"][1]) for s in series)
             report.add(REQUESTS, True, f"{len(series)} series, {total:.0f} requests counted")
             return report
-        targets = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        frontend = [t for t in targets if "frontend" in (t["labels"].get("job", "") + t["labels"].get("pod", "")
-                                                         + t["labels"].get("service", "")).lower()]
+        targets = self.targets()
+        frontend = frontend_targets(targets)
         if not frontend:
             report.add(REQUESTS, False, f"not in Prometheus, and none of its {len(targets)} targets is a Dynamo "
                        "frontend: nothing scrapes it",

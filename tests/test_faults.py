@@ -414,8 +414,8 @@ def test_stale_state_from_a_crashed_run_then_up_works(fault_graph: LocalTarget) 
 
 
 NEEDS_SETTLE_ON_ACTIVE_TARGETS = (
-    "needs: metrics.py:Metrics.settle — decide from Prometheus' active targets (/api/v1/targets: every target of job "
-    "dynamo-frontend has lastScrape >= after) instead of min(timestamp(up{job=\"dynamo-frontend\"})): after a "
+    "needs: metrics.py:Metrics.settle — decide from Prometheus' active targets (/api/v1/targets: every frontend "
+    "target has lastScrape >= after) instead of min(timestamp(up{...})) of the frontend's series: after a "
     "redeploy whose frontend has another address (locally a new port when the old one is taken; on the cluster "
     "always, a new pod IP) the previous frontend's `up` series is still returned for Prometheus' 5-minute lookback "
     "with its old timestamp, so settle (notebooks 04 and 05) times out after 120 s; seen in the walkthrough run twice")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gtcdemo import inference, local
+from gtcdemo import inference, local, metrics
 from gtcdemo.errors import DeploymentError, MissingDependencyError
 from gtcdemo.local import LocalTarget
 
@@ -73,7 +73,9 @@ def test_prometheus_sees_frontend_requests(graph: LocalTarget) -> None:
     assert poll(lambda: total() >= 2, timeout_s=30, what="dynamo_frontend_requests_total in Prometheus")
     with graph.prometheus() as prom:
         targets = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
-    assert {t["labels"]["job"] for t in targets} == {"dynamo-frontend", "dynamo-worker"}
+    # As prometheus-operator labels the platform chart's PodMonitors' series on the cluster.
+    assert {t["labels"]["job"] for t in targets} == {"dynamo-system/dynamo-frontend", "dynamo-system/dynamo-worker"}
+    assert [t["labels"]["pod"] for t in metrics.frontend_targets(targets)] == ["frontend-0"]
     assert all(t["scrapeUrl"].startswith("http://127.0.0.1:") for t in targets)
 
 

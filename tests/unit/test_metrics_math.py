@@ -35,3 +35,18 @@ def test_series_queries_use_the_window_and_the_frontend_metrics() -> None:
     assert 'status="success"' in queries["requests_per_s"]
     assert set(queries) >= {"ttft_p50_s", "ttft_p99_s", "ttft_mean_s", "itl_mean_s", "inflight", "queued",
                             "cached_tokens_per_s"}
+
+
+def _target(**labels: str) -> dict:
+    return {"labels": labels, "lastScrape": "2026-11-29T06:00:00Z", "health": "up"}
+
+
+def test_frontend_targets_are_chosen_as_the_cluster_labels_them() -> None:
+    # On the cluster prometheus-operator labels the platform chart's PodMonitor targets job="<ns>/<monitor>",
+    # endpoint=<port name>, plus Dynamo's dynamo_namespace relabeling; other pods' targets have no dynamo_namespace.
+    frontend = _target(job="dynamo-system/dynamo-frontend", endpoint="http", namespace="dynamo-workload",
+                       pod="gtc-demo-0-frontend-abcde", container="main", dynamo_namespace="dynamo-workload-gtc-demo")
+    worker = _target(job="dynamo-system/dynamo-worker", endpoint="system", namespace="dynamo-workload",
+                     pod="gtc-demo-0-decode-x", container="main", dynamo_namespace="dynamo-workload-gtc-demo")
+    grafana = _target(job="monitoring/grafana", endpoint="http", namespace="monitoring", pod="grafana-0")
+    assert metrics.frontend_targets([grafana, worker, frontend]) == [frontend]
