@@ -6,10 +6,11 @@ TARGET ?= local
 OUT    ?= out
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gtcdemo-installed
+RELEASES := $(VENV)/.gtcdemo-releases
 
 .PHONY: envtest setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
 
-setup: $(STAMP)
+setup: $(STAMP) $(RELEASES)
 
 # Reinstalled whenever pyproject.toml (the single source of dependencies) changes.
 $(STAMP): pyproject.toml
@@ -19,6 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m gtcdemo.install
 	touch $(STAMP)
 
+# The Dynamo release each DGD's images name, in its own venv: checked again when a manifest changes (a new image tag
+# installs that release; nothing to do when it is there).
+$(RELEASES): $(STAMP) $(wildcard manifests/*/*.yaml)
+	$(BIN)/python -m gtcdemo.install --releases
+	touch $(RELEASES)
+
 demo: $(STAMP)
 	$(BIN)/gtcdemo demo --env $(ENV) --target $(TARGET) --out $(OUT)
 
@@ -26,7 +33,7 @@ demo: $(STAMP)
 envtest:
 	bash tests/envtest/build-kube-apiserver.sh >/dev/null
 
-test: $(STAMP) envtest
+test: $(STAMP) $(RELEASES) envtest
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks
 
 lint: $(STAMP)
@@ -38,8 +45,12 @@ notebooks: $(STAMP)
 up down status: $(STAMP)
 	$(BIN)/gtcdemo $@ --env $(ENV) --target $(TARGET)
 
+# JupyterLab for the walkthrough, configured by the project's jupyter/ folder (not ~/.jupyter): loopback only, runs
+# as root, no autosave into the tracked notebooks, no news pop-up; the kernel "Python 3" is .venv's. Its user
+# settings and workspaces go to jupyter/lab/ (ignored by git). LAB_ARGS adds options (the browser test's port).
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	JUPYTER_CONFIG_DIR=$(CURDIR)/jupyter $(BIN)/jupyter lab --notebook-dir notebooks $(LAB_ARGS)
 
 # The seed's Makefile targets (Phase 1d-ii Step 4), as thin wrappers over the package. CLUSTER_TARGET=local
 # rehearses them on this machine.

@@ -39,6 +39,11 @@ COMPONENT_TYPES = {"frontend", "worker", "planner", "main"}
 SUB_COMPONENT_TYPES = {"prefill", "decode"}
 BACKENDS = {"trtllm", "vllm", "sglang"}
 GPU_TOLERATION_KEY = "nvidia.com/gpu"
+# The pod label KAI reads the queue from: the operator overwrites it with the queue the DGD annotation names
+# (default "dynamo"), deploy/operator/internal/dynamo/grove.go (injectKaiSchedulerIfEnabled, consts.go).
+KAI_QUEUE_LABEL = "kai.scheduler/queue"
+KAI_QUEUE_ANNOTATION = "nvidia.com/kai-scheduler-queue"
+DEFAULT_KAI_QUEUE = "dynamo"
 
 
 class _LiteralDumper(yaml.SafeDumper):
@@ -274,6 +279,11 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
         _unknown(set(svc), SERVICE_KEYS, at, errors)
         _check_envs(svc.get("envs"), f"{at}.envs", errors)
         ctype, sub = svc.get("componentType"), svc.get("subComponentType")
+        _check_command(svc, ctype, spec.get("backendFramework"), at, errors)
+        _check(KAI_QUEUE_LABEL not in _map(svc.get("labels")), errors,
+               f"label {KAI_QUEUE_LABEL} is overwritten by the operator with the queue the DGD annotation "
+               f"{KAI_QUEUE_ANNOTATION} names (default {DEFAULT_KAI_QUEUE!r})", f"{at}.labels.{KAI_QUEUE_LABEL}",
+               f"remove the label and set `metadata.annotations: {{{KAI_QUEUE_ANNOTATION}: <queue>}}` on the DGD")
         types.append((ctype, sub))
         _check(ctype in COMPONENT_TYPES, errors, f"componentType is {ctype!r}", f"{at}.componentType",
                f"use one of {sorted(COMPONENT_TYPES)}")
@@ -331,6 +341,7 @@ def validate_dgd(dgd: dict, configmap: dict, where: str = "DGD") -> list[ConfigE
     _check(sum(t == "frontend" for t, _ in types) == 1, errors,
            f"{sum(t == 'frontend' for t, _ in types)} frontend services", f"{where}.spec.services",
            "declare exactly one service with componentType: frontend")
+    errors += check_release(dgd, where)
     return errors
 
 
@@ -343,6 +354,40 @@ def _check_envs(entries: Any, at: str, errors: list[ConfigError]) -> None:
         _unknown(set(env), {"name", "value", "valueFrom"}, f"{at}[{i}]", errors)
         _check("value" in env or "valueFrom" in env, errors, f"env {env['name']} has no value", f"{at}[{i}]",
                f"add `value: \"...\"` under `- name: {env['name']}`")
+
+
+def _check_command(svc: dict, ctype: Any, backend: Any, at: str, errors: list[ConfigError]) -> None:
+    """``args`` without ``command`` only works where the operator supplies the program.
+
+    Dynamo 0.8 gives every main container ``command: [/bin/sh, -c]``
+    (deploy/operator/internal/dynamo/component_common.go, getCommonContainer) and only the Frontend a program of
+    its own: ``python3`` + args ``-m dynamo.frontend`` (component_frontend.go); worker, planner and other types keep
+    the shell (component_worker.go, component_planner.go). The DGD's mainContainer is merged over that with
+    mergo.WithOverride (graph.go, GenerateBasePodSpec): given ``args`` replace the defaults, an absent ``command``
+    keeps them. So a worker's ``--model-path ...`` reaches ``/bin/sh -c`` as an option (CrashLoopBackOff), and a
+    Frontend's own args replace ``-m dynamo.frontend``.
+    """
+    main = _map(_map(svc.get("extraPodSpec")).get("mainContainer"))
+    args, command = main.get("args"), main.get("command")
+    at = f"{at}.extraPodSpec.mainContainer"
+    if command is not None and command != []:  # an empty list is no command: the operator's default stays
+        _check(isinstance(command, list) and bool(command) and all(isinstance(c, str) for c in command), errors,
+               f"command is {command!r}, not a list of strings", f"{at}.command",
+               "write it as a list, e.g. `command: [python3, -m, dynamo.trtllm]`")
+        return
+    if not args:
+        return
+    if ctype == "frontend":
+        _check(list(args[:2]) == ["-m", "dynamo.frontend"], errors, "args without command replace the operator's "
+               "default `-m dynamo.frontend`, so python3 would run your first arg", f"{at}.args",
+               "start args with `-m`, `dynamo.frontend`, or add `command: [python3, -m, dynamo.frontend]`")
+        return
+    module = f"dynamo.{backend}" if backend in BACKENDS else "dynamo.trtllm"
+    errors.append(ConfigError(
+        f"{ctype or 'this'} service has args but no command: the operator runs `/bin/sh -c` with these args, so the "
+        f"shell takes {str(args[0])!r} for an option and the container crash-loops", where=f"{at}.command",
+        fix=f"add `command: [python3, -m, {module}]` beside args (as Dynamo's "
+            f"examples/backends/{backend if backend in BACKENDS else 'trtllm'}/deploy/disagg.yaml does)"))
 
 
 def _tolerates_gpu_taint(toleration: dict) -> bool:
@@ -423,3 +468,11 @@ def write_configmap(env: str) -> Path:
     path = project.MANIFESTS / env / CONFIGMAP_FILE
     path.write_text(configmap_text(env, render_configmap(env, dgds[0], configs)))
     return path
+
+
+def check_release(dgd: dict, where: str = "DGD") -> list[ConfigError]:
+    """The Dynamo release the DGD's images name: one for all services, and Frontend bucket settings it reads
+    (the rules and their Dynamo sources are in gtcdemo/release.py, ``check_dgd``)."""
+    from . import release
+
+    return release.check_dgd(dgd, where)

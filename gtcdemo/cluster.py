@@ -11,8 +11,11 @@ forever on zero pods.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -44,6 +47,13 @@ COMPONENT_TYPE_LABEL = "nvidia.com/dynamo-component-type"
 SUB_TYPE_LABEL = "nvidia.com/dynamo-sub-component-type"
 FIELD_MANAGER = "gtcdemo"
 OVERRIDE_ENV = "GTCDEMO_KUBE_CONTEXT"
+# The Dynamo operator's Deployment as the platform chart labels it
+# (deploy/helm/charts/platform/components/operator/templates/deployment.yaml, _helpers.tpl selectorLabels). The chart
+# also installs `grove-operator` when Grove is on: a name containing "operator" proves nothing.
+OPERATOR_SELECTOR = "app.kubernetes.io/name=dynamo-operator,control-plane=controller-manager"
+# KAI's Queue, which the operator looks up before it deploys with Grove + KAI (deploy/operator/internal/consts/
+# consts.go QueueGVR; deploy/operator/internal/dynamo/grove.go ensureQueueExists). Cluster-scoped.
+KAI_GROUP, KAI_VERSION, KAI_QUEUES = "scheduling.run.ai", "v2", "queues"
 
 
 @dataclass(frozen=True)
@@ -161,8 +171,53 @@ def _age_s(timestamp: Any, now: datetime) -> float:
     return (now - timestamp).total_seconds()
 
 
-def diagnose_pod(pod: Any, now: datetime, pending_bound_s: float) -> Problem | None:
-    """The unhealable state of one pod (a V1Pod), if any: image pulls, crash loops, scheduling, gates."""
+# A shell or an image entrypoint refusing an option-like word it was handed as its program or option: dash's
+# "Illegal option --", bash's "--model-path: invalid option", "exec: --: invalid option", tini's "exec --model-path
+# failed: No such file or directory", "--model-path: not found". The class of message, not one string: a refusal
+# phrase on a line that carries a word starting with "--".
+_REFUSAL = re.compile(r"(illegal|invalid|unrecognized|unrecognised|unknown|bad) (option|argument)|not found|"
+                      r"no such file or directory|cannot execute", re.IGNORECASE)
+_OPTION_WORD = re.compile(r"""(?:^|[\s:'"`(])--[\w-]*""")
+SHELLS = {"sh", "bash", "dash", "ash", "zsh"}
+
+
+def refused_argument(logs: str) -> str | None:
+    """The last log line in which a program refuses an option-like argument, if any."""
+    for line in reversed(logs.splitlines()):
+        if _REFUSAL.search(line) and _OPTION_WORD.search(line):
+            return line.strip()
+    return None
+
+
+def _crash_loop(pod: Any, cs: Any, logs: Callable[[str], str] | None) -> Problem:
+    """A crash loop, with its cause when the last log lines show the program refusing an argument."""
+    name, message = pod.metadata.name, f"container {cs.name} keeps crashing (restarts {cs.restart_count})"
+    refused = refused_argument(logs(name)) if logs else None
+    if refused is None:
+        return Problem(name, "CrashLoopBackOff", message, "read its last log lines below; a worker OOM means "
+                       "lowering kv_cache_config.free_gpu_memory_fraction or max_num_tokens")
+    service = (pod.metadata.labels or {}).get(COMPONENT_LABEL, "<service>")
+    container = next((c for c in pod.spec.containers or [] if c.name == cs.name), None)
+    command = list((container.command if container else None) or [])
+    where = f"spec.services.{service}.extraPodSpec.mainContainer"
+    if not command or os.path.basename(command[0]) in SHELLS:
+        # Dynamo 0.8 gives a worker no program, only `/bin/sh -c` (deploy/operator/internal/dynamo/
+        # component_common.go; component_worker.go adds none), so the DGD's args reach the shell as options.
+        return Problem(name, "CrashLoopBackOff", f"{message}: it has no program of its own, and "
+                       f"{' '.join(command) or 'the image entrypoint'} refuses its first argument: {refused!r}",
+                       f"add `command: [python3, -m, dynamo.trtllm]` to {where} in manifests/<env>/"
+                       "20-dgd-gtc-demo.yaml (as Dynamo's examples/backends/trtllm/deploy/disagg.yaml), then "
+                       "`gtcdemo up --target cluster`")
+    return Problem(name, "CrashLoopBackOff", f"{message}: {' '.join(command)} refuses an argument: {refused!r}",
+                   f"fix {where}.args (see `{' '.join(command)} --help`), then `gtcdemo up --target cluster`")
+
+
+def diagnose_pod(pod: Any, now: datetime, pending_bound_s: float,
+                 logs: Callable[[str], str] | None = None) -> Problem | None:
+    """The unhealable state of one pod (a V1Pod), if any: image pulls, crash loops, scheduling, gates.
+
+    ``logs(pod_name)`` (the last log lines) is called only for a crash-looping pod, to name the cause.
+    """
     name = pod.metadata.name
     status = pod.status
     for cs in (status.init_container_statuses or []) + (status.container_statuses or []):
@@ -173,9 +228,7 @@ def diagnose_pod(pod: Any, now: datetime, pending_bound_s: float) -> Problem | N
             return Problem(name, waiting.reason, f"image {cs.image} cannot be pulled: {waiting.message or ''}".strip(),
                            "check the image tag and that the namespace can pull from nvcr.io (an NGC pull secret)")
         if waiting.reason == "CrashLoopBackOff":
-            return Problem(name, "CrashLoopBackOff", f"container {cs.name} keeps crashing "
-                           f"(restarts {cs.restart_count})", "read its last log lines below; a worker OOM means "
-                           "lowering kv_cache_config.free_gpu_memory_fraction or max_num_tokens")
+            return _crash_loop(pod, cs, logs)
         if waiting.reason in ("CreateContainerConfigError", "CreateContainerError"):
             return Problem(name, waiting.reason, waiting.message or "", "a referenced Secret or ConfigMap is "
                            "missing: e.g. `kubectl -n dynamo-workload create secret generic hf-token "
@@ -192,12 +245,37 @@ def diagnose_pod(pod: Any, now: datetime, pending_bound_s: float) -> Problem | N
                     fix = "see the scheduler's message; `kubectl describe pod` shows the same"
                 return Problem(name, "Unschedulable", message, fix)
             if cond.reason == "SchedulingGated" and _age_s(pod.metadata.creation_timestamp, now) > pending_bound_s:
-                return Problem(name, "SchedulingGated", f"gated for more than {pending_bound_s:.0f} s",
-                               "check the pod's kai.scheduler/queue label and that the KAI queue exists "
-                               "(`kubectl get queues`)")
+                queue_name = (pod.metadata.labels or {}).get("kai.scheduler/queue", "?")
+                return Problem(name, "SchedulingGated", f"gated for more than {pending_bound_s:.0f} s (pod label "
+                               f"kai.scheduler/queue={queue_name})", "check that this KAI queue exists (`kubectl get "
+                               "queues`) and has GPU quota; the DGD names it in its annotation "
+                               f"{bundle_mod.KAI_QUEUE_ANNOTATION} (the operator sets the label from it)")
     if status.phase == "Pending" and _age_s(pod.metadata.creation_timestamp, now) > pending_bound_s:
         return Problem(name, "Pending", f"still Pending after {pending_bound_s:.0f} s", "see its events below")
     return None
+
+
+# Messages of a failed reconcile that the DGD controller retries and heals by itself: an optimistic-concurrency
+# conflict (another writer updated the object first; apimachinery's StatusReasonConflict text).
+_TRANSIENT = "the object has been modified"
+
+
+def dgd_failure(dgd: dict) -> str | None:
+    """The DGD controller's verdict that waiting will not change, as ``reason: message``, else None.
+
+    The 0.8 controller (deploy/operator/internal/controller/dynamographdeployment_controller.go, Reconcile) writes
+    state ``failed`` and a Ready condition False with the error as message when a reconcile fails (reasons
+    ``failed_to_*``) or the spec is invalid (``ValidationFailed``); while resources start it writes ``pending``
+    with Ready False and reason ``some_resources_are_not_ready``, which is not a failure.
+    """
+    status = dgd.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    reason, message = str(ready.get("reason") or ""), str(ready.get("message") or "")
+    failed = status.get("state") == "failed" or (
+        ready.get("status") == "False" and (reason == "ValidationFailed" or reason.startswith("failed_")))
+    if not failed or _TRANSIENT in message:
+        return None
+    return f"{reason or 'failed'}: {message or '(no message)'}"
 
 
 def diagnose_event(event: Any, pods: set[str]) -> Problem | None:
@@ -381,68 +459,129 @@ class ClusterTarget(BundleHolder):
         self._refuse_missing_prerequisites()
         dyn = self._dynamic()
         plan: list[tuple[dict, Any, Any]] = []
+        notes: list[str] = []
         for obj in self.bundle.objects:
             resource = self._resource(dyn, obj)
             try:
                 existing = resource.get(name=obj["metadata"]["name"], namespace=self.namespace)
             except NotFoundError:
                 existing = None
+            if obj["kind"] == bundle_mod.DGD_KIND and existing is not None:
+                obj, notes = self._keep_adapter_replicas(obj, existing.to_dict())
             plan.append((obj, resource, existing))
-        for obj, resource, existing in plan:  # dry run: nothing changes when anything would be refused
+        unchanged: set[int] = set()  # plan entries whose dry run changes nothing: not written at all
+        for i, (obj, resource, existing) in enumerate(plan):  # dry run: nothing changes if anything is refused
             if obj["kind"] == "PersistentVolumeClaim" and existing is not None:
                 continue
             try:
-                resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
-                                           force_conflicts=True, dry_run="All")
+                dry = resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
+                                                 force_conflicts=True, dry_run="All")
+                if existing is not None and _content(dry.to_dict()) == _content(existing.to_dict()):
+                    unchanged.add(i)
             except DynamicApiError as exc:
                 if exc.status == 404:  # discovery was cached before the CRD went away
                     raise DeploymentError(
                         f"the API server does not serve {obj['kind']} ({obj['apiVersion']}): its CRD is not "
                         "installed; nothing was applied",
                         fix="install the Dynamo CRDs (helm install dynamo-crds ...)") from None
+                message = _dynamic_message(exc)
                 raise DeploymentError(
                     f"the API server refuses {obj['kind']} {obj['metadata']['name']} (dry run; nothing was "
-                    f"applied): {_dynamic_message(exc)}",
-                    fix="fix the manifest field named above; the CRD installed on the cluster may differ from "
+                    f"applied): {message}",
+                    fix="change replicas through the service's scaling adapter: `gtcdemo scale <service> N`"
+                        if "scaling adapter" in message else
+                        "fix the manifest field named above; the CRD installed on the cluster may differ from "
                         "the seed's schema") from None
         rows = []
-        for obj, resource, existing in plan:
+        for i, (obj, resource, existing) in enumerate(plan):
             name = obj["metadata"]["name"]
-            if obj["kind"] == "PersistentVolumeClaim" and existing is not None:
-                rows.append({"kind": obj["kind"], "name": name, "action": "unchanged"})  # never modify a claim
+            # An existing claim is never modified. An object the dry run leaves as it is is not written: a no-op
+            # apply can still move its resourceVersion (field-ownership bookkeeping, e.g. sharing `replicas` with
+            # the operator after a DGDSA scale), and "unchanged" must mean unchanged.
+            if (obj["kind"] == "PersistentVolumeClaim" and existing is not None) or i in unchanged:
+                rows.append({"kind": obj["kind"], "name": name, "action": "unchanged"})
                 continue
-            applied = resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
-                                                 force_conflicts=True)
-            if existing is None:
-                action = "created"
-            elif applied.metadata.resourceVersion == existing.metadata.resourceVersion:
-                action = "unchanged"
-            else:
-                action = "configured"
-            rows.append({"kind": obj["kind"], "name": name, "action": action})
-        return ApplyResult(target=self.name, rows=rows)
+            resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
+                                       force_conflicts=True)
+            rows.append({"kind": obj["kind"], "name": name, "action": "created" if existing is None else "configured"})
+        return ApplyResult(target=self.name, rows=rows, note="\n".join(notes))
+
+    def _keep_adapter_replicas(self, dgd: dict, live: dict) -> tuple[dict, list[str]]:
+        """``dgd`` carrying the live replicas of every service a DGDSA scales, and a note where the manifest differs.
+
+        A DGDSA owns its service's replicas: its controller writes them into the DGD
+        (deploy/operator/internal/controller/dynamographdeploymentscalingadapter_controller.go) and Dynamo's
+        validating webhook refuses anyone else's change of them, dry runs included
+        (deploy/operator/internal/webhook/validation/dynamographdeployment.go, validateReplicasChanges; on in 0.8
+        unless ``scalingAdapter.disable: true``). Applying the live value shows the webhook no change; the operator
+        took the field over with its last update, and server-side apply leaves it in its hands.
+        """
+        live_services = (live.get("spec") or {}).get("services") or {}
+        adapters = self.adapters()
+        body = copy.deepcopy(dgd)
+        notes = []
+        for service, spec in body["spec"]["services"].items():
+            adapter = _adapter_for(service, self.bundle.name, adapters)
+            if adapter is None or service not in live_services or (spec.get("scalingAdapter") or {}).get("disable"):
+                continue
+            live_replicas = (live_services[service] or {}).get("replicas", 1)
+            wanted = spec.get("replicas", 1)
+            spec["replicas"] = live_replicas
+            if wanted != live_replicas:
+                notes.append(f"{service}: kept its {live_replicas} live replicas (the manifest says {wanted}): the "
+                             f"scaling adapter {adapter['metadata']['name']} owns them; to change them: `gtcdemo "
+                             f"scale {service} {wanted}`")
+        return body, notes
 
     # -- wait ------------------------------------------------------------------------------------------------------
     def _watch(self, stop: threading.Event, events: queue.Queue, kind: str, list_fn: Callable, **kwargs: Any) -> None:
-        """Stream watch events of one kind into ``events`` until ``stop`` is set (restarting expired watches)."""
-        from kubernetes import watch
+        """List, then stream watch events of one kind into ``events`` until ``stop`` is set.
 
-        resource_version = kwargs.pop("resource_version", None)
+        A watch whose resourceVersion has expired (410 Gone) re-lists and resumes from the list's resourceVersion,
+        as the kubernetes client documents for ``Watch.stream``; any other error (403: no RBAC to list/watch, a
+        lost API server) is handed to the waiter as ``ERROR`` and ends this watch: the waiter fails at once.
+        """
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        resource_version = None
         while not stop.is_set():
             w = watch.Watch()
             try:
+                if resource_version is None:
+                    items, resource_version = _listed(list_fn(**kwargs))
+                    events.put((kind, "RELISTED", items))
                 for event in w.stream(list_fn, resource_version=resource_version, timeout_seconds=5, **kwargs):
                     events.put((kind, event["type"], event["object"]))
-                    resource_version = None if event["type"] == "ERROR" else \
-                        getattr(getattr(event["object"], "metadata", None), "resource_version", None)
                     if stop.is_set():
                         break
-            except Exception as exc:  # surfaced to the waiter, which decides
+                resource_version = w.resource_version or resource_version
+            except ApiException as exc:
+                if exc.status != 410:
+                    events.put((kind, "ERROR", exc))
+                    return
+                resource_version = None  # expired: list again, then watch from there
+            except Exception as exc:
                 events.put((kind, "ERROR", exc))
-                resource_version = None
-                stop.wait(0.5)
+                return
             finally:
                 w.stop()
+
+    def _watch_error(self, kind: str, exc: Exception) -> DeploymentError:
+        """A watch that cannot go on: say which, why, and what permission or connection it needs."""
+        from kubernetes.client.exceptions import ApiException
+
+        resource = {"pod": "pods", "dgd": f"{DGD_PLURAL}.{GROUP}", "event": "events"}[kind]
+        if isinstance(exc, ApiException):
+            fix = (f"your credentials need get, list and watch on {resource} in {self.namespace} (a Role; check "
+                   f"with `kubectl auth can-i watch {resource} -n {self.namespace}`)" if exc.status in (401, 403)
+                   else "check the API server: `gtcdemo preflight --target cluster`")
+            return DeploymentError(f"watching {resource} in {self.namespace} failed: HTTP {exc.status} "
+                                   f"{exc.reason}: {_api_message(exc)}", where=f"{self.context}/{self.namespace}",
+                                   fix=fix)
+        return DeploymentError(f"watching {resource} in {self.namespace} failed: cannot reach the API server of "
+                               f"{self.context}: {type(exc).__name__}: {exc}", where=self.context,
+                               fix=f"check your network/VPN and `kubectl --context {self.context} get nodes`")
 
     def wait(self, timeout_s: float = 600.0, progress: Callable[[str], None] | None = None,
              pending_bound_s: float | None = None) -> ReadyResult:
@@ -453,12 +592,15 @@ class ClusterTarget(BundleHolder):
         """
         if timeout_s <= 0:
             raise DeploymentError(f"timeout must be > 0 s, got {timeout_s}", fix="pass e.g. timeout_s=600")
+        from kubernetes.client.exceptions import ApiException
+
         bound = self.settings.pending_bound_s if pending_bound_s is None else pending_bound_s
-        expected = self.bundle.expected_pods
         start = time.monotonic()
         deadline = start + timeout_s
-        pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(
-            self.namespace, label_selector=self.selector).items}
+        try:
+            pods = {p.metadata.name: p for p in self.pods()}
+        except ApiException as exc:
+            raise self._watch_error("pod", exc) from None
         dgd = self.get_dgd()
         if dgd is None:
             raise DeploymentError(f"DGD {self.bundle.name} does not exist in {self.namespace}",
@@ -482,11 +624,20 @@ class ClusterTarget(BundleHolder):
         last_note = ""
         try:
             while True:
+                failure = dgd_failure(dgd)
+                if failure:
+                    raise self._failure(f"DGD {self.bundle.name} failed: {failure}", pods,
+                                        fix="act on the operator's message above (`kubectl -n "
+                                            f"{self.namespace} describe dgd {self.bundle.name}`); `gtcdemo "
+                                            "preflight --target cluster` checks the platform")
                 now = datetime.now(UTC)
                 for pod in pods.values():
-                    problem = diagnose_pod(pod, now, bound)
+                    problem = diagnose_pod(pod, now, bound, logs=lambda name: self._pod_logs(name, 20))
                     if problem:
                         raise self._failure(f"{problem}", pods)
+                # The live replicas: a DGDSA may have scaled a service away from the manifest's count.
+                expected = sum(int((s or {}).get("replicas", 1)) for s in
+                               ((dgd.get("spec") or {}).get("services") or self.bundle.services).values())
                 ready = [p for p in pods.values() if pod_ready(p)]
                 state = (dgd.get("status") or {}).get("state", "")
                 note = f"{len(ready)}/{expected} pods Running and Ready, DGD state {state or '(none)'}"
@@ -508,8 +659,17 @@ class ClusterTarget(BundleHolder):
                 except queue.Empty:
                     continue  # re-check the Pending bounds
                 if kind_type == "ERROR":
-                    continue
-                if kind == "pod":
+                    raise self._watch_error(kind, obj)
+                if kind_type == "RELISTED":
+                    if kind == "pod":
+                        pods = {p.metadata.name: p for p in obj}
+                    elif kind == "dgd":
+                        dgd = obj[0] if obj else {}
+                    else:
+                        problem = next(filter(None, (diagnose_event(e, set(pods)) for e in obj)), None)
+                        if problem:
+                            raise self._failure(str(problem), pods)
+                elif kind == "pod":
                     if kind_type == "DELETED":
                         pods.pop(obj.metadata.name, None)
                     else:
@@ -523,15 +683,15 @@ class ClusterTarget(BundleHolder):
         finally:
             stop.set()
 
-    def _failure(self, headline: str, pods: dict[str, Any]) -> DeploymentError:
+    def _failure(self, headline: str, pods: dict[str, Any], fix: str = "act on the first line above; `gtcdemo "
+                 "status --target cluster` shows the rest") -> DeploymentError:
         """The diagnosis a presenter needs: the pods as `-o wide`, their recent events, their last log lines."""
         events = self.events_frame(set(pods))
         parts = [headline, "", "pods:", pods_frame(list(pods.values())).to_string(index=False)]
         parts += ["", "recent events:", events.to_string(index=False) if not events.empty else "(none)"]
         for name in sorted(pods):
             parts += ["", f"last 20 log lines of {name}:", self._pod_logs(name, 20)]
-        return DeploymentError("\n".join(parts), where=f"{self.context}/{self.namespace}",
-                               fix="act on the first line above; `gtcdemo status --target cluster` shows the rest")
+        return DeploymentError("\n".join(parts), where=f"{self.context}/{self.namespace}", fix=fix)
 
     def _pod_logs(self, pod: str, tail: int) -> str:
         try:
@@ -567,9 +727,18 @@ class ClusterTarget(BundleHolder):
 
     def demo_status(self) -> Overview:
         """The seed's `demo-status`: nodes (-o wide), then the DGD, DGDSAs, pods and PVCs of the namespace."""
+        from kubernetes.client.exceptions import ApiException
+
         now = datetime.now(UTC)
         nodes = []
-        for n in sorted(self.core.list_node().items, key=lambda n: n.metadata.name):
+        nodes_title = "nodes"
+        try:
+            listed_nodes = self.core.list_node().items
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            listed_nodes, nodes_title = [], "nodes: forbidden (your credentials may not list nodes, cluster-scoped)"
+        for n in sorted(listed_nodes, key=lambda n: n.metadata.name):
             ready = next((c.status for c in n.status.conditions or [] if c.type == "Ready"), "Unknown")
             info = n.status.node_info
             ip = next((a.address for a in n.status.addresses or [] if a.type == "InternalIP"), "<none>")
@@ -594,7 +763,7 @@ class ClusterTarget(BundleHolder):
                 for p in self.core.list_namespaced_persistent_volume_claim(self.namespace).items]
         all_pods = self.core.list_namespaced_pod(self.namespace).items
         return Overview(f"demo-status: {self.context}", [
-            StatusTable("nodes", pd.DataFrame(nodes)),
+            StatusTable(nodes_title, pd.DataFrame(nodes)),
             StatusTable(f"dgd -n {self.namespace}", pd.DataFrame(dgds, columns=["name", "state", "ready", "age"])),
             StatusTable(f"dgdsa -n {self.namespace}", self.adapters_table().frame),
             StatusTable(f"pods -n {self.namespace}", pods_frame(all_pods, now)),
@@ -611,23 +780,29 @@ class ClusterTarget(BundleHolder):
 
     # -- endpoints ------------------------------------------------------------------------------------------------
     def frontend_service(self) -> str:
-        """The frontend Service, found by labels; else the `<dgd>-frontend` convention; else list candidates."""
+        """The frontend Service: ``<dgd>-frontend``; else one labelled as the DGD's frontend; else list candidates.
+
+        Dynamo 0.8 names it ``<dgd>-<frontend service lowercased>`` and gives it no labels of ours
+        (deploy/operator/internal/dynamo/graph.go, GenerateComponentService), so the name comes first.
+        """
         from kubernetes.client.exceptions import ApiException
 
-        labelled = self.core.list_namespaced_service(
-            self.namespace, label_selector=f"{self.selector},{COMPONENT_TYPE_LABEL}=frontend").items
-        if labelled:
-            return labelled[0].metadata.name
-        conventional = f"{self.bundle.name}-frontend"
+        frontend = next((s for s, spec in self.bundle.services.items() if spec.get("componentType") == "frontend"),
+                        "frontend")
+        conventional = f"{self.bundle.name}-{frontend.lower()}"
         try:
             self.core.read_namespaced_service(conventional, self.namespace)
             return conventional
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        labelled = self.core.list_namespaced_service(
+            self.namespace, label_selector=f"{self.selector},{COMPONENT_TYPE_LABEL}=frontend").items
+        if labelled:
+            return labelled[0].metadata.name
         candidates = [s.metadata.name for s in self.core.list_namespaced_service(self.namespace).items]
-        raise DeploymentError(f"no frontend Service for {self.bundle.name} in {self.namespace} (neither labelled "
-                              f"{COMPONENT_TYPE_LABEL}=frontend nor named {conventional}); services there: "
+        raise DeploymentError(f"no frontend Service for {self.bundle.name} in {self.namespace} (neither named "
+                              f"{conventional} nor labelled {COMPONENT_TYPE_LABEL}=frontend); services there: "
                               f"{', '.join(candidates) or '(none)'}",
                               fix="check that the operator reconciled the DGD (`kubectl get dgd,svc -n "
                                   f"{self.namespace}`)")
@@ -661,9 +836,7 @@ class ClusterTarget(BundleHolder):
                                   fix=f"use one of {', '.join(self.bundle.services)}")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise DeploymentError(f"replicas must be a whole number >= 0, got {replicas!r}", fix="e.g. 2")
-        adapter = next((a for a in self.adapters()
-                        if (a.get("spec", {}).get("dgdRef") or {}).get("serviceName") == service
-                        or a["metadata"]["name"] == f"{self.bundle.name}-{service.lower()}"), None)
+        adapter = _adapter_for(service, self.bundle.name, self.adapters())
         if adapter is not None:
             name = adapter["metadata"]["name"]
             self.custom.patch_namespaced_custom_object_scale(GROUP, VERSION, self.namespace, DGDSA_PLURAL, name,
@@ -730,8 +903,9 @@ class ClusterTarget(BundleHolder):
         try:
             self.core.read_namespace(ns)
             report.add(f"namespace {ns}", True, "exists")
-        except ApiException:
-            report.add(f"namespace {ns}", False, "missing", f"kubectl create namespace {ns}")
+        except ApiException as exc:
+            report.add(f"namespace {ns}", False,
+                       *(_refusal(exc, "get", "namespaces") or ("missing", f"kubectl create namespace {ns}")))
         ext = client.ApiextensionsV1Api(self.api)
         for plural, label in ((DGD_PLURAL, "DGD CRD"), (DGDSA_PLURAL, "DGDSA CRD")):
             try:
@@ -740,22 +914,116 @@ class ClusterTarget(BundleHolder):
                 ok = VERSION in served
                 report.add(label, ok, f"{plural}.{GROUP} serves {', '.join(served)}",
                            f"the DGD uses {GROUP}/{VERSION}: upgrade the dynamo-crds chart")
-            except ApiException:
-                report.add(label, False, f"{plural}.{GROUP} not installed",
-                           "helm install the dynamo-crds chart (Phase 1d-i)")
-        deployments = self.apps.list_namespaced_deployment(self.settings.operator_namespace).items
-        operators = [d for d in deployments if "operator" in d.metadata.name]
+            except ApiException as exc:
+                report.add(label, False, *(_refusal(exc, "get", "customresourcedefinitions") or (
+                    f"{plural}.{GROUP} not installed", "helm install the dynamo-crds chart (Phase 1d-i)")))
+        report.add(*self._operator_check())
+        report.add(*self._queue_check())
+        self._gpu_checks(report)
+        try:
+            client.NodeV1Api(self.api).read_runtime_class(self.settings.runtime_class)
+            report.add(f"RuntimeClass {self.settings.runtime_class}", True, "exists")
+        except ApiException as exc:
+            report.add(f"RuntimeClass {self.settings.runtime_class}", False,
+                       *(_refusal(exc, "get", "runtimeclasses") or (
+                           "missing", "install the NVIDIA GPU operator / container toolkit, which creates it")))
+        for pvc in (o for o in b.objects if o["kind"] == "PersistentVolumeClaim"):
+            name = pvc["metadata"]["name"]
+            try:
+                phase = self.core.read_namespaced_persistent_volume_claim(name, ns).status.phase
+                report.add(f"PVC {name}", phase == "Bound", f"{phase}",
+                           "the model PVC must be Bound to the NFS volume of Phase 1d-i (`kubectl describe pvc`)")
+            except ApiException as exc:
+                report.add(f"PVC {name}", False, *(_refusal(exc, "get", "persistentvolumeclaims", ns) or (
+                    "missing", "create it in Phase 1d-i (model files on NFS)")))
+        for secret in sorted({s["envFromSecret"] for s in b.services.values() if s.get("envFromSecret")}):
+            present = self._secret_exists(secret)
+            report.add(f"secret {secret}", present, "present (data not read)" if present else "missing",
+                       f"kubectl -n {ns} create secret generic {secret} --from-literal=HF_TOKEN=<your token>")
+        prom_ns, prom_name, prom_port = self.settings.prometheus_service
+        try:
+            svc = self.core.read_namespaced_service(prom_name, prom_ns)
+            ports = [p.port for p in svc.spec.ports or []]
+            report.add("Prometheus service", prom_port in ports, f"{prom_ns}/{prom_name} ports {ports}",
+                       f"expected port {prom_port}; fix `prometheus` in manifests/{self.env}/cluster.toml")
+        except ApiException as exc:
+            report.add("Prometheus service", False, *(_refusal(exc, "get", "services", prom_ns) or (
+                f"{prom_ns}/{prom_name} missing",
+                "install kube-prometheus-stack, or set `prometheus` in manifests/<env>/cluster.toml")))
+        report.add(*self._dry_run_check())
+        return report
+
+    def _operator_check(self) -> tuple[str, bool, str, str]:
+        """The Dynamo operator, found by the platform chart's labels (never by a name containing "operator")."""
+        from kubernetes.client.exceptions import ApiException
+
+        ns = self.settings.operator_namespace
+        label = f"Dynamo operator in {ns}"
+        try:
+            operators = self.apps.list_namespaced_deployment(ns, label_selector=OPERATOR_SELECTOR).items
+            others = [] if operators else self.apps.list_namespaced_deployment(ns).items
+        except ApiException as exc:
+            return label, False, *(_refusal(exc, "list", "deployments", ns) or ("?", ""))
         running = [d for d in operators if (d.status.ready_replicas or 0) >= 1]
-        report.add(f"Dynamo operator in {self.settings.operator_namespace}", bool(running),
-                   ", ".join(f"{d.metadata.name} ({d.status.ready_replicas or 0} ready)" for d in operators)
-                   or "no operator Deployment found",
-                   "the DGD is reconciled by the Dynamo operator: enable it in the dynamo-platform chart "
-                   "(the seed says 'operator disabled'; nothing creates pods without it)")
+        if operators:
+            return (label, bool(running), ", ".join(f"Deployment {d.metadata.name} ({d.status.ready_replicas or 0} "
+                                                    "ready)" for d in operators),
+                    f"the operator has no ready pod: `kubectl -n {ns} describe deploy -l {OPERATOR_SELECTOR}`")
+        found = ", ".join(f"{d.metadata.name} ({d.status.ready_replicas or 0} ready)" for d in others)
+        return (label, False, f"no Deployment labelled {OPERATOR_SELECTOR}"
+                + (f"; found only {found} (grove-operator runs Grove's PodCliques, not DGDs)" if found else ""),
+                "nothing turns the DGD into pods without the Dynamo operator (the seed's platform says 'operator "
+                f"disabled'): enable it in the dynamo-platform chart: `helm upgrade <release> <chart> -n {ns} "
+                "--reuse-values --set dynamo-operator.enabled=true`")
+
+    def _queue_check(self) -> tuple[str, bool | None, str, str]:
+        """The KAI queue the DGD names (annotation, default "dynamo"): the 0.8 operator refuses to deploy without it.
+
+        As deploy/operator/internal/dynamo/grove.go (resolveKaiSchedulerQueueName, ensureQueueExists).
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        annotations = self.bundle.dgd["metadata"].get("annotations") or {}
+        name = str(annotations.get(bundle_mod.KAI_QUEUE_ANNOTATION) or "").strip() or bundle_mod.DEFAULT_KAI_QUEUE
+        label = f"KAI queue {name}"
+        try:
+            self.custom.get_cluster_custom_object(KAI_GROUP, KAI_VERSION, KAI_QUEUES, name)
+            return label, True, f"exists ({KAI_QUEUES}.{KAI_GROUP}/{KAI_VERSION})", ""
+        except ApiException as exc:
+            refused = _refusal(exc, "get", f"{KAI_QUEUES}.{KAI_GROUP}")
+            if refused:
+                return label, False, *refused
+            if not (_status_details(exc).get("name")):  # the resource itself is not served: no KAI
+                return (label, None, f"{KAI_QUEUES}.{KAI_GROUP}/{KAI_VERSION} is not served: KAI is not installed, so "
+                        "the operator schedules without a queue", "the seed's platform has KAI: check the "
+                        "dynamo-platform chart's kai-scheduler.enabled")
+        with contextlib.suppress(ApiException):
+            existing = [q["metadata"]["name"] for q in self.custom.list_cluster_custom_object(
+                KAI_GROUP, KAI_VERSION, KAI_QUEUES)["items"]]
+            return (label, False, f"missing (queues: {', '.join(existing) or 'none'}); the operator refuses to "
+                    f"deploy the DGD without it", self._queue_fix(name))
+        return label, False, "missing; the operator refuses to deploy the DGD without it", self._queue_fix(name)
+
+    def _queue_fix(self, name: str) -> str:
+        return (f"create Queue {name} as the dynamo-platform chart's hook does (deploy/helm/charts/platform/templates/"
+                f"kai.yaml: `apiVersion: {KAI_GROUP}/{KAI_VERSION}`, `kind: Queue`, parentQueue dynamo-default, "
+                "quota and limit -1 for cpu, gpu and memory; `helm upgrade <release> <chart> --reuse-values` re-runs "
+                f"it), or name an existing queue in the DGD annotation {bundle_mod.KAI_QUEUE_ANNOTATION} in "
+                f"manifests/{self.env}/20-dgd-{self.bundle.name}.yaml")
+
+    def _gpu_checks(self, report: CheckReport) -> None:
+        """GPU nodes with the seed's label, enough allocatable GPUs, and the taint the workers tolerate."""
+        from kubernetes.client.exceptions import ApiException
+
         key, _, value = self.settings.gpu_node_label.partition("=")
         taint_key, _, taint_effect = self.settings.gpu_taint.partition(":")
-        gpu_nodes = self.core.list_node(label_selector=self.settings.gpu_node_label).items
+        try:
+            gpu_nodes = self.core.list_node(label_selector=self.settings.gpu_node_label).items
+        except ApiException as exc:
+            report.add("GPU nodes", False, *(_refusal(exc, "list", "nodes") or ("?", "")))
+            return
         needed = sum(int(s.get("replicas", 1)) * int(str(((s.get("resources") or {}).get("limits") or {})
-                                                         .get("gpu", "0")) or 0) for s in b.services.values())
+                                                         .get("gpu", "0")) or 0) for s in self.bundle.services.values())
         allocatable = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", "0")) for n in gpu_nodes)
         tainted = [n for n in gpu_nodes if any(t.key == taint_key and t.effect == taint_effect
                                                for t in n.spec.taints or [])]
@@ -767,35 +1035,6 @@ class ClusterTarget(BundleHolder):
             report.add("GPU node taint", True if len(tainted) == len(gpu_nodes) else None,
                        f"{len(tainted)}/{len(gpu_nodes)} GPU nodes tainted {self.settings.gpu_taint}",
                        "untainted GPU nodes also take pods that need no GPU (the workers tolerate the taint)")
-        try:
-            client.NodeV1Api(self.api).read_runtime_class(self.settings.runtime_class)
-            report.add(f"RuntimeClass {self.settings.runtime_class}", True, "exists")
-        except ApiException:
-            report.add(f"RuntimeClass {self.settings.runtime_class}", False, "missing",
-                       "install the NVIDIA GPU operator / container toolkit, which creates it")
-        for pvc in (o for o in b.objects if o["kind"] == "PersistentVolumeClaim"):
-            name = pvc["metadata"]["name"]
-            try:
-                phase = self.core.read_namespaced_persistent_volume_claim(name, ns).status.phase
-                report.add(f"PVC {name}", phase == "Bound", f"{phase}",
-                           "the model PVC must be Bound to the NFS volume of Phase 1d-i (`kubectl describe pvc`)")
-            except ApiException:
-                report.add(f"PVC {name}", False, "missing", "create it in Phase 1d-i (model files on NFS)")
-        for secret in sorted({s["envFromSecret"] for s in b.services.values() if s.get("envFromSecret")}):
-            present = self._secret_exists(secret)
-            report.add(f"secret {secret}", present, "present (data not read)" if present else "missing",
-                       f"kubectl -n {ns} create secret generic {secret} --from-literal=HF_TOKEN=<your token>")
-        prom_ns, prom_name, prom_port = self.settings.prometheus_service
-        try:
-            svc = self.core.read_namespaced_service(prom_name, prom_ns)
-            ports = [p.port for p in svc.spec.ports or []]
-            report.add("Prometheus service", prom_port in ports, f"{prom_ns}/{prom_name} ports {ports}",
-                       f"expected port {prom_port}; fix `prometheus` in manifests/{self.env}/cluster.toml")
-        except ApiException:
-            report.add("Prometheus service", False, f"{prom_ns}/{prom_name} missing",
-                       "install kube-prometheus-stack, or set `prometheus` in manifests/<env>/cluster.toml")
-        report.add(*self._dry_run_check())
-        return report
 
     def _refuse_missing_prerequisites(self) -> None:
         """What the API server would accept but the pods could never use: a missing secret, an unbound claim."""
@@ -842,12 +1081,15 @@ class ClusterTarget(BundleHolder):
         try:
             for obj in self.bundle.objects:
                 resource = self._resource(dyn, obj)
-                if obj["kind"] == "PersistentVolumeClaim":
+                if obj["kind"] in ("PersistentVolumeClaim", bundle_mod.DGD_KIND):
                     try:
-                        resource.get(name=obj["metadata"]["name"], namespace=self.namespace)
-                        continue
+                        existing = resource.get(name=obj["metadata"]["name"], namespace=self.namespace)
                     except NotFoundError:
-                        pass
+                        existing = None
+                    if existing is not None and obj["kind"] == "PersistentVolumeClaim":
+                        continue  # apply never modifies an existing claim
+                    if existing is not None:
+                        obj = self._keep_adapter_replicas(obj, existing.to_dict())[0]
                 resource.server_side_apply(body=obj, namespace=self.namespace, field_manager=FIELD_MANAGER,
                                            force_conflicts=True, dry_run="All")
         except DeploymentError as exc:
@@ -856,6 +1098,48 @@ class ClusterTarget(BundleHolder):
             return ("server-side dry run", False, f"{obj['kind']} {obj['metadata']['name']}: {_dynamic_message(exc)}",
                     "fix the field named above (the cluster's CRD or webhook refuses it)")
         return "server-side dry run", True, f"{len(self.bundle.objects)} objects accepted", ""
+
+
+def _content(obj: dict) -> dict:
+    """What an apply can change: the object without its status and the server's bookkeeping."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+            if k not in ("managedFields", "resourceVersion", "generation")}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+def _adapter_for(service: str, dgd_name: str, adapters: list[dict]) -> dict | None:
+    """The DGDSA of ``service``: by its dgdRef, else by the operator's name ``<dgd>-<service lowercased>``."""
+    return next((a for a in adapters if (a.get("spec", {}).get("dgdRef") or {}).get("serviceName") == service
+                 or a["metadata"]["name"] == f"{dgd_name}-{service.lower()}"), None)
+
+
+def _listed(listed: Any) -> tuple[list, str | None]:
+    """Items and resourceVersion of a list answer (a typed V1*List, or a dict for custom objects)."""
+    if isinstance(listed, dict):
+        return listed.get("items") or [], (listed.get("metadata") or {}).get("resourceVersion")
+    return list(listed.items or []), listed.metadata.resource_version
+
+
+def _status_details(exc: Exception) -> dict:
+    """``details`` of the API server's Status body (``name`` is set when the object, not its kind, is missing)."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return json.loads(getattr(exc, "body", None) or "{}").get("details") or {}
+    return {}
+
+
+def _refusal(exc: Exception, verb: str, resource: str, namespace: str | None = None) -> tuple[str, str] | None:
+    """(detail, fix) of an API error other than 404: what permission is missing (403/401), else the server's word."""
+    status = getattr(exc, "status", None)
+    if status == 404:
+        return None
+    scope = f"in namespace {namespace}" if namespace else "cluster-scoped"
+    if status in (401, 403):
+        can_i = f"kubectl auth can-i {verb} {resource}" + (f" -n {namespace}" if namespace else "")
+        grant = f"a Role in {namespace}" if namespace else "a ClusterRole (bound with a ClusterRoleBinding)"
+        return (f"forbidden: your credentials may not {verb} {resource} ({scope}): {_api_message(exc)}",
+                f"ask the cluster admin for {grant} allowing {verb} on {resource} (check: `{can_i}`), or run "
+                "preflight with the platform admin's kubeconfig")
+    return f"HTTP {status}: {_api_message(exc)}", "check the API server (`kubectl get --raw /readyz`)"
 
 
 def _api_message(exc: Exception) -> str:

@@ -1,6 +1,10 @@
-"""Install what pip cannot resolve: ai-dynamo without its unbuildable requirement, and Debian's Prometheus.
+"""Install what pip cannot resolve: ai-dynamo without its unbuildable requirement, Debian's Prometheus, and the
+Dynamo release each env's DGD names (its image tags) in its own venv when it is not the local default.
 
-Versions and package names come from ``[tool.gtcdemo]`` in pyproject.toml, the single source of dependencies.
+Versions and package names come from ``[tool.gtcdemo]`` in pyproject.toml, the single source of dependencies, and
+the releases from manifests/<env>/ (so a new image tag there installs, and the tests check, that release).
+``python -m gtcdemo.install`` does all three (what ``make setup`` runs); ``--releases`` only the last one.
+Each step does nothing when already done.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 
+from . import release
 from .project import ROOT
 
 
@@ -35,8 +40,16 @@ def install_dynamo() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *missing], check=True)
 
 
+def apt_installed(package: str) -> bool:
+    """Whether dpkg has ``package`` installed (by package name: chromium-driver's program is chromedriver)."""
+    if shutil.which("dpkg-query") is None:
+        return shutil.which(package) is not None
+    status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True).stdout
+    return status.split()[-1:] == ["installed"]  # "install ok installed"; not "... config-files" / "not-installed"
+
+
 def install_apt() -> None:
-    packages = [p for p in settings()["apt"] if shutil.which(p) is None]
+    packages = [p for p in settings()["apt"] if not apt_installed(p)]
     if not packages:
         return
     command = ["apt-get", "install", "-y", "-q", *packages]
@@ -47,7 +60,23 @@ def install_apt() -> None:
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def install_releases() -> list[str]:
+    """The DGDs' releases other than the local default, each in its own venv; returns every release installed."""
+    wanted = sorted(set(release.manifest_releases().values()) - {release.default_version()})
+    for version in wanted:
+        release.ensure_venv(version)
+    return [release.default_version(), *wanted]
+
+
+def main(argv: list[str]) -> None:
+    if argv not in ([], ["--releases"]):
+        sys.exit("usage: python -m gtcdemo.install [--releases]")
+    if not argv:
+        install_dynamo()
+        install_apt()
+    installed = install_releases()
+    print(f"gtcdemo: ai-dynamo {', '.join(installed)}" + ("" if argv else " and Prometheus") + " installed")
+
+
 if __name__ == "__main__":
-    install_dynamo()
-    install_apt()
-    print("gtcdemo: ai-dynamo and Prometheus are installed")
+    main(sys.argv[1:])

@@ -27,13 +27,14 @@ import pandas as pd
 
 from . import bundle as bundle_mod
 from . import localplan, modeldir, project
+from . import release as release_mod
 from .errors import DeploymentError, MissingDependencyError
 from .inference import chat_completion
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 from .supervisor import SECRET_ENV, alive, proc_starttime, write_json
 from .target import BundleHolder
 
-PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091}
+PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091, "nats": 4222, "nats-monitor": 8222}
 LOCK_TIMEOUT_S = 60.0
 INSTALL_DYNAMO = ('.venv/bin/pip install --no-deps "ai-dynamo==1.6.1" "ai-dynamo-runtime==1.6.1" '
                   '&& .venv/bin/pip install -e ".[local]"   (or simply: make setup)')
@@ -161,10 +162,20 @@ class LocalTarget(BundleHolder):
 
     kind = "local"
 
-    def __init__(self, env: str = "dev", state_dir: Path | None = None) -> None:
+    def __init__(self, env: str = "dev", state_dir: Path | None = None, release: str | None = None) -> None:
+        """``release``: the Dynamo release to run; None = the local default (this environment's), "dgd" = the one
+        the DGD's images name (what the cluster runs, from its own venv), or a version."""
         self.env = project.check_env(env)
         self._bundle: bundle_mod.Bundle | None = None
         self.dir = state_dir or project.state_root() / f"{env}-{self.bundle.name}"
+        self.release_choice = release
+
+    @property
+    def release(self) -> release_mod.Release:
+        """The Dynamo release this graph runs (installed: else the command that installs it)."""
+        choice = self.release_choice
+        version = release_mod.dgd_release(self.bundle.dgd) if choice == "dgd" else choice
+        return release_mod.resolve(version).require()
 
     # -- the bundle and state files -----------------------------------------------------------------------------
     @property
@@ -221,6 +232,10 @@ class LocalTarget(BundleHolder):
                 taken.add(ports[name])
         kept = next(iter(old.get("prometheus", {}).values()), None)
         ports["prometheus"] = kept if kept else pick_port(PREFERRED_PORTS["prometheus"], taken, self.dir)
+        if self.release.needs_nats:
+            nats = old.get("nats", {})
+            for key, name in (("client", "nats"), ("monitor", "nats-monitor")):
+                ports[name] = nats.get(key) or pick_port(PREFERRED_PORTS[name], taken, self.dir)
         return ports
 
     def _materialise(self) -> None:
@@ -244,6 +259,8 @@ class LocalTarget(BundleHolder):
         if bundle is not None:
             self._bundle = bundle
         check_dependencies()
+        release = self.release
+        localplan.check_rehearsable(self.bundle)
         with self.lock():
             self.dir.mkdir(parents=True, exist_ok=True)
             applied_dir = self.dir / "applied"
@@ -261,7 +278,7 @@ class LocalTarget(BundleHolder):
             self._materialise()
             previous = self._read("plan.json")
             ports = self._ports(previous)
-            specs = localplan.plan(self.bundle, state_dir=self.dir, pvc_root=pvc_root(), ports=ports,
+            specs = localplan.plan(self.bundle, state_dir=self.dir, pvc_root=pvc_root(), ports=ports, release=release,
                                    kv_bytes_per_token=modeldir.kv_bytes_per_token())
             specs.append(localplan.prometheus_spec(self.dir, ports["prometheus"], shutil.which("prometheus") or ""))
             procs = []
@@ -331,7 +348,7 @@ class LocalTarget(BundleHolder):
             targets = httpx.get(f"{self.prometheus_url()}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
         except (httpx.HTTPError, KeyError, ValueError, DeploymentError):
             return False
-        expected = sum(1 for p in self.processes() if p["role"] != "prometheus")
+        expected = sum(1 for p in self.processes() if p["role"] == "frontend" or "system" in p["ports"])
         return len(targets) == expected and all(t["health"] == "up" for t in targets)
 
     def status(self) -> StatusTable:
@@ -502,6 +519,9 @@ class LocalTarget(BundleHolder):
                                   fix=f"use one of {', '.join(self.bundle.services)}")
         if replicas < 0:
             raise DeploymentError(f"replicas must be >= 0, got {replicas}", fix="pass a whole number >= 0")
+        if not self.is_running():  # scaling never deploys: apply() would start the whole graph
+            raise DeploymentError(f"{self.name} is not running: nothing to scale", where=str(self.dir),
+                                  fix=f"start it first: gtcdemo up --env {self.env}")
         self.bundle.services[service]["replicas"] = replicas
         return self.apply()
 

@@ -4,6 +4,9 @@ Each ``Frontend`` replica becomes ``python -m dynamo.frontend`` and each worker 
 --engine-type trtllm`` with the worker's ``--disaggregation-mode``, given the same environment the operator
 would inject (the DGD's and the service's ``envs``, ``DYN_NAMESPACE``). Volume mounts map to local folders:
 each PVC to ``<cache>/pvc/<name>`` and each ConfigMap volume to the deployment's ``configmaps/<name>``.
+
+That is the command line of the local default release (1.6). Given the DGD's own release 0.8 instead
+(gtcdemo/release.py), the same graph runs with 0.8's flags and a NATS server (``_Release08``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bundle as bundle_mod
+from . import release as release_mod
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -108,8 +112,30 @@ def _flags(settings: dict[str, Any]) -> list[str]:
     return argv
 
 
-def _args(service: dict) -> list[str]:
-    return [str(a) for a in service.get("extraPodSpec", {}).get("mainContainer", {}).get("args", []) or []]
+# The worker program the local target can stand in for: `python3 -m dynamo.trtllm` becomes the mocker with TRT-LLM
+# timing. The operator runs the DGD's command + args as they are (deploy/operator/internal/dynamo/graph.go).
+MOCKED_WORKER = ("-m", "dynamo.trtllm")
+
+
+def _worker_args(service: str, svc: dict) -> list[str]:
+    """The worker's flags after its program, refusing a program the mocker cannot rehearse."""
+    main = (svc.get("extraPodSpec") or {}).get("mainContainer") or {}
+    argv = [str(a) for a in (main.get("command") or []) + (main.get("args") or [])]
+    if main.get("command") and Path(argv[0]).name.startswith("python") and tuple(argv[1:3]) == MOCKED_WORKER:
+        return argv[3:]
+    shown = " ".join(str(c) for c in main.get("command") or []) or "no command"
+    raise ConfigError(f"service {service} runs `{shown}`, which the local target cannot rehearse: it stands in the "
+                      "mocker for `python3 -m dynamo.trtllm` only", where=f"spec.services.{service}.extraPodSpec."
+                      "mainContainer.command", fix="use `command: [python3, -m, dynamo.trtllm]` with the worker's "
+                      "flags in args (as Dynamo's examples/backends/trtllm/deploy/disagg.yaml), or rehearse on the "
+                      "cluster target")
+
+
+def check_rehearsable(b: bundle_mod.Bundle) -> None:
+    """Refuse, before anything starts, a worker whose program the local target cannot stand in for."""
+    for service, svc in b.services.items():
+        if svc.get("componentType") == "worker":
+            _worker_args(service, svc)
 
 
 def _arg(args: list[str], flag: str) -> str | None:
@@ -174,12 +200,22 @@ def plan(
     ports: dict[str, int],
     kv_bytes_per_token: int,
     python: str = sys.executable,
+    release: release_mod.Release | None = None,
 ) -> list[ProcSpec]:
-    """The processes that run ``b`` locally. ``ports`` maps process names to ports chosen by the caller."""
+    """The processes that run ``b`` locally. ``ports`` maps process names to ports chosen by the caller.
+
+    ``release``: the Dynamo release that runs the frontend and the mockers (default: the one in this environment);
+    a 0.8 release also needs ``ports["nats"]`` and ``ports["nats-monitor"]``.
+    """
+    release = release or release_mod.Release(release_mod.default_version(), python)
     specs: list[ProcSpec] = []
     configmap_root = state_dir / "configmaps"
     base_env = runtime_env(state_dir / "discovery")
     base_env["DYN_NAMESPACE"] = b.dynamo_namespace
+    old = _Release08(release, python, state_dir, ports, b) if release.series < (1, 0) else None
+    if old:
+        specs.append(old.nats)
+        base_env["NATS_SERVER"] = f"nats://{LOOPBACK}:{ports['nats']}"
     for service, svc in b.services.items():
         mounts = service_mounts(svc, pvc_root, configmap_root)
         env = {**base_env, **_envs(b.dgd["spec"].get("envs"), mounts), **_envs(svc.get("envs"), mounts)}
@@ -188,13 +224,15 @@ def plan(
             name = f"{service.lower()}-{replica}"
             if ctype == "frontend":
                 port = ports[name]
+                argv = [release.python, "-m", "dynamo.frontend", "--http-host", LOOPBACK, "--http-port", str(port)]
                 specs.append(ProcSpec(
                     name=name, service=service, role="frontend", replica=replica,
-                    argv=[python, "-m", "dynamo.frontend", "--http-host", LOOPBACK, "--http-port", str(port)],
+                    argv=old.frontend(argv) if old else argv,
                     env=env, ports={"http": port}, health=f"http://{LOOPBACK}:{port}/health"))
             elif ctype == "worker":
-                specs.append(_worker(name, service, svc, replica, env, mounts, ports[name], b, kv_bytes_per_token,
-                                     python))
+                spec = _worker(name, service, svc, replica, env, mounts, ports[name], b, kv_bytes_per_token,
+                               release.python)
+                specs.append(old.worker(spec, service) if old else spec)
             else:
                 raise ConfigError(f"service {service} has componentType {ctype!r}, which the local target cannot run",
                                   where=f"spec.services.{service}", fix="use frontend or worker services")
@@ -203,7 +241,7 @@ def plan(
 
 def _worker(name: str, service: str, svc: dict, replica: int, env: dict[str, str], mounts: Mounts, port: int,
             b: bundle_mod.Bundle, kv_bytes_per_token: int, python: str) -> ProcSpec:
-    args = _args(svc)
+    args = _worker_args(service, svc)
     mode = _arg(args, "--disaggregation-mode") or "agg"
     model_path = mounts.local(_arg(args, "--model-path") or "")
     engine_path = _arg(args, "--extra-engine-args")
@@ -227,6 +265,63 @@ def _worker(name: str, service: str, svc: dict, replica: int, env: dict[str, str
     }
     return ProcSpec(name=name, service=service, role=mode, replica=replica, argv=argv, env=worker_env,
                     ports={"system": port}, health=f"http://{LOOPBACK}:{port}/health", mocker_settings=settings)
+
+
+class _Release08:
+    """The 0.8 command line of the same graph (ai-dynamo 0.8.1's frontend and mocker, checked on the wheel).
+
+    - Discovery and request plane are flags: ``--store-kv file --request-plane tcp`` on every Dynamo process
+      (components/src/dynamo/frontend/main.py, components/src/dynamo/mocker/args.py at cf433e682).
+    - The mocker has no ``--engine-type`` (no TRT-LLM timing model) and no ``--disaggregation-mode``: a prefill
+      worker is ``--is-prefill-worker``, a decode worker ``--is-decode-worker`` (mocker/args.py); its flags
+      ``--max-model-len`` and ``--trtllm-capacity-scheduler-policy`` do not exist yet and are dropped.
+    - The KV router keeps its state in NATS JetStream: a ``nats-server -js`` on loopback, owned by the graph like
+      every other process, its store inside the discovery folder the supervisor empties at each start.
+    - Each process waits for NATS, the mockers start from the model volume's folder and the frontend once the
+      workers have registered (``gtcdemo.release.launch`` says why).
+    """
+
+    MOCKER_FLAGS_ABSENT = ("--max-model-len", "--trtllm-capacity-scheduler-policy")
+    PLANES = ["--store-kv", "file", "--request-plane", "tcp"]
+
+    def __init__(self, release: release_mod.Release, python: str, state_dir: Path, ports: dict[str, int],
+                 b: bundle_mod.Bundle) -> None:
+        self.launcher = [python, "-m", "gtcdemo.release"]
+        self.store = state_dir / "discovery"
+        self.b = b
+        client, monitor = ports["nats"], ports["nats-monitor"]
+        self.nats_health = f"http://{LOOPBACK}:{monitor}/healthz"
+        self.workers = sum(int(s.get("replicas", 1)) for s in b.services.values() if s.get("componentType") == "worker")
+        self.nats = ProcSpec(
+            name="nats", service="NATS", role="nats", replica=0,
+            # The monitoring port (-m, for /healthz) binds to the -a address too (nats-server: HTTPHost defaults
+            # to Host).
+            argv=[release.nats_server, "-a", LOOPBACK, "-p", str(client), "-m", str(monitor), "-js",
+                  "-sd", str(self.store / "nats")],
+            env={}, ports={"client": client, "monitor": monitor}, health=self.nats_health)
+
+    def frontend(self, argv: list[str]) -> list[str]:
+        return [*self.launcher, "--after-url", self.nats_health, "--after-registrations", str(self.store),
+                str(self.workers), "--", *argv, *self.PLANES]
+
+    def worker(self, spec: ProcSpec, service: str) -> ProcSpec:
+        argv = spec.argv
+        model_path, name = _arg(argv, "--model-path") or "", _arg(argv, "--model-name") or ""
+        parts = Path(name).parts
+        if not parts or Path(model_path).parts[-len(parts):] != parts:
+            raise ConfigError(
+                f"{service}'s --model-path does not end with its served model name {name!r}: Dynamo 0.8's mocker "
+                "registers that name as the model's source, and the frontend would fetch it from the hub",
+                where=f"spec.services.{service}.extraPodSpec.mainContainer.args",
+                fix=f"keep the model under <volume>/{name} (as /models/{name}), or rehearse 0.8 on the cluster")
+        root = str(Path(model_path).parents[len(parts) - 1])
+        settings = {k: v for k, v in spec.mocker_settings.items() if k not in self.MOCKER_FLAGS_ABSENT}
+        role_flag = {"prefill": ["--is-prefill-worker"], "decode": ["--is-decode-worker"]}.get(spec.role, [])
+        program = [argv[0], "-m", "dynamo.mocker", "--model-path", model_path, "--model-name", name, *role_flag,
+                   "--endpoint", _arg(argv, "--endpoint") or "", *self.PLANES, *_flags(settings)]
+        launched = [*self.launcher, "--after-url", self.nats_health, "--cwd", root, "--", *program]
+        return ProcSpec(name=spec.name, service=spec.service, role=spec.role, replica=spec.replica, argv=launched,
+                        env=spec.env, ports=spec.ports, health=spec.health, mocker_settings=settings)
 
 
 def prometheus_spec(state_dir: Path, port: int, binary: str = "prometheus") -> ProcSpec:

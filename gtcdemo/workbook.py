@@ -16,6 +16,15 @@ def step_notebooks() -> list[Path]:
     return sorted(p for p in project.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def kernel_config() -> Any:
+    """The project's Jupyter config (jupyter/jupyter_config.py, also loaded by `make lab`) for papermill's kernel
+    manager, since papermill reads no config files: it provisions CurveZMQ keys, so ipykernel's "running over TCP
+    without encryption" warning is not printed once per notebook."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader("jupyter_config.py", path=str(project.ROOT / "jupyter")).load_config()
+
+
 def declared_parameters(path: Path) -> dict[str, Any]:
     import papermill
 
@@ -43,7 +52,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], *, log_o
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         papermill.execute_notebook(str(path), str(output), parameters=accepted, kernel_name="python3",
-                                   cwd=str(path.parent), log_output=log_output, progress_bar=False)
+                                   cwd=str(path.parent), log_output=log_output, progress_bar=False,
+                                   config=kernel_config())
     finally:
         if env_before is None:
             os.environ.pop("GTCDEMO_OUT", None)

@@ -144,6 +144,10 @@ def svc(dgd: dict, name: str) -> dict:
     return dgd["spec"]["services"][name]
 
 
+def main_container(dgd: dict, name: str) -> dict:
+    return svc(dgd, name)["extraPodSpec"]["mainContainer"]
+
+
 def set_arg(service: str, flag: str, value: str) -> Callable[[dict], None]:
     def mutate(dgd: dict) -> None:
         args = svc(dgd, service)["extraPodSpec"]["mainContainer"]["args"]
@@ -453,6 +457,28 @@ CASES: list[Case] = [
          needs="bundle.py:validate_dgd — check spec.services.<svc>.envs entries as spec.envs are (name plus value or "
                "valueFrom; unknown keys with did-you-mean); today `valu: kv` passes, the API server prunes it and "
                "DYN_ROUTER_MODE is silently empty (no KV-aware routing)"),
+    Case("manifest-worker-without-command", "manifest", "gtcdemo validate",
+         dgd_edit(lambda d: main_container(d, "TrtllmDecodeWorker").pop("command")), cli("validate"),
+         ("worker service has args but no command", "the shell takes '--model-path' for an option"),
+         (f"{AT}.TrtllmDecodeWorker.extraPodSpec.mainContainer.command",),
+         ("add `command: [python3, -m, dynamo.trtllm]`", "examples/backends/trtllm/deploy/disagg.yaml"),
+         needs="bundle.py:validate_dgd — refuse a non-frontend service with args and no command: Dynamo 0.8 gives it "
+               "only `/bin/sh -c` (component_common.go), so the seed's workers crash-loop on the cluster"),
+    Case("manifest-kai-queue-label", "manifest", "gtcdemo up",
+         dgd_edit(lambda d: svc(d, "TrtllmPrefillWorker").__setitem__("labels", {"kai.scheduler/queue": "default"})),
+         cli("up"), ("label kai.scheduler/queue is overwritten by the operator", "nothing was applied"),
+         (f"{AT}.TrtllmPrefillWorker.labels.kai.scheduler/queue",),
+         ("set `metadata.annotations: {nvidia.com/kai-scheduler-queue: <queue>}` on the DGD",),
+         needs="bundle.py:validate_dgd — refuse the pod label kai.scheduler/queue, which the operator overwrites "
+               "with the queue of the DGD annotation nvidia.com/kai-scheduler-queue (grove.go)"),
+    Case("manifest-worker-program-not-rehearsable", "manifest", "LocalTarget.apply",
+         dgd_edit(lambda d: main_container(d, "TrtllmPrefillWorker").__setitem__("command",
+                                                                                 ["python3", "-m", "dynamo.vllm"])),
+         local_apply, ("runs `python3 -m dynamo.vllm`, which the local target cannot rehearse",),
+         ("spec.services.TrtllmPrefillWorker.extraPodSpec.mainContainer.command",),
+         ("use `command: [python3, -m, dynamo.trtllm]`",),
+         needs="localplan.py:check_rehearsable — the local target mocks `python3 -m dynamo.trtllm` only; today any "
+               "command is silently replaced by the TRT-LLM mocker"),
     Case("manifest-not-utf8", "manifest", "gtcdemo validate", append(DGD, BROKEN_UTF8), cli("validate"),
          ("UTF-8",), ("20-dgd-gtc-demo.yaml",), ("UTF-8",),
          needs="bundle.py:_read_manifests — catch UnicodeDecodeError and raise ConfigError('not UTF-8 text ...', "

@@ -2,11 +2,15 @@
 
 - ``envtest`` (session): one API server for the whole session; KUBECONFIG points at it meanwhile (contexts
   ``do-nyc2-gtc-demo``, the current one, and ``other-cluster``), and so does the kubernetes client's default.
-- ``kube`` (function): ``.api_client``, ``.operator`` (FakeOperator for dynamo-workload), ``.kubeconfig``; after the
-  test every object it created in dynamo-workload, dynamo-system and monitoring, and every node, PV and
-  RuntimeClass, is deleted (and waited for), so tests do not see each other's objects.
-- ``platform`` (function): ``kube`` plus what the seed's platform has (nodes, RuntimeClass, PVC, hf-token, operator
-  Deployment, Prometheus Service). Its ``.platform`` holds the names created.
+- ``kube`` (function): ``.api_client`` (the kubeconfig's admin: to Dynamo's webhook a plain user, like gtcdemo),
+  ``.operator`` (FakeOperator for dynamo-workload, acting as the Dynamo operator's service account), ``.kubeconfig``,
+  ``.restricted_kubeconfig(rules)``; after the test every object it created in dynamo-workload, dynamo-system and
+  monitoring, and every node, PV, RuntimeClass and KAI queue, is deleted (and waited for), so tests do not see each
+  other's objects.
+- ``platform`` (function): ``kube`` plus what the seed's platform has (nodes, RuntimeClass, PVC, hf-token, Dynamo's
+  platform chart with Grove + KAI: the operator Deployment, grove-operator, the KAI queues; Prometheus Service). Its
+  ``.platform`` holds the names created.
+- ``kubelet`` (function): the FakeKubelet ClusterTarget takes as ``access`` (logs, port-forwards).
 
 Every test in this folder is marked ``cluster``.
 """
@@ -22,7 +26,7 @@ from typing import Any
 import pytest
 
 from .envtest import NAMESPACES, EnvTest, delete_new_objects, snapshot_objects
-from .operator import FakeOperator
+from .operator import FakeKubelet, FakeOperator
 
 FAKE_HF_TOKEN = "hf_FAKE0000000000000000000000000000000"
 _HERE = Path(__file__).resolve().parent
@@ -73,18 +77,26 @@ class Kube:
     def namespace(self) -> str:
         return self.operator.namespace
 
+    def restricted_kubeconfig(self, rules: list[dict]) -> Path:
+        """A kubeconfig (context do-nyc2-gtc-demo) whose user may only do ``rules`` (RBAC Role rules) inside the
+        namespace: e.g. ``envtest.NAMESPACE_ONLY_RULES`` (no nodes), or rules without pods list/watch."""
+        return self.envtest.restricted_kubeconfig(rules, self.namespace)
+
 
 @pytest.fixture
 def kube(envtest: EnvTest) -> Iterator[Kube]:
     api = envtest.api_client()
+    operator_api = envtest.operator_client()
     before = snapshot_objects(api, NAMESPACES)
     try:
         assert envtest.kubeconfig is not None
-        yield Kube(api_client=api, operator=FakeOperator(api), kubeconfig=envtest.kubeconfig, envtest=envtest)
+        yield Kube(api_client=api, operator=FakeOperator(operator_api), kubeconfig=envtest.kubeconfig,
+                   envtest=envtest)
     finally:
         try:
             delete_new_objects(api, before, NAMESPACES)
         finally:
+            operator_api.close()
             api.close()
 
 
@@ -92,3 +104,8 @@ def kube(envtest: EnvTest) -> Iterator[Kube]:
 def platform(kube: Kube) -> Kube:
     kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN)
     return kube
+
+
+@pytest.fixture
+def kubelet(kube: Kube) -> FakeKubelet:
+    return FakeKubelet(operator=kube.operator)

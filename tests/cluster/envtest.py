@@ -8,10 +8,17 @@ There is no kubelet, scheduler or controller-manager: tests play those (see ``op
 
 Start-up: find the binaries (``tests/envtest/build-kube-apiserver.sh``, which honours KUBEBUILDER_ASSETS), start
 etcd and then kube-apiserver (each in its own process group, logging to files in a fresh temp dir), wait for
-``/readyz``, install the CRDs from ``tests/cluster/crds/`` and create the namespaces. ``stop()`` always stops both
-processes and removes the temp dir; it runs on ``__exit__``, at interpreter exit, and when ``start()`` fails. As a
-last resort the processes get SIGTERM when the thread that started them dies (PR_SET_PDEATHSIG), so a killed test
-run does not leave them behind.
+``/readyz``, install the CRDs from ``tests/cluster/crds/``, create the namespaces, and start Dynamo 0.8's validating
+webhook for DGDs (``webhook.py``: an HTTPS server in this process on 127.0.0.1, registered with a
+ValidatingWebhookConfiguration). ``stop()`` always stops the webhook and both processes and removes the temp dir; it
+runs on ``__exit__``, at interpreter exit, and when ``start()`` fails. As a last resort the processes get SIGTERM
+when the thread that started them dies (PR_SET_PDEATHSIG), so a killed test run does not leave them behind.
+
+Identities (token auth): the admin of the kubeconfig (``envtest-admin``, group system:masters: to the webhook a
+plain user, as a person's kubeconfig is), the Dynamo operator's service account (``operator_client()``: the identity
+the webhook lets change replicas of adapted services), and namespace-restricted service accounts made on demand
+(``restricted_kubeconfig()``). The watch cache is off, so ``compact()`` (etcd compaction) makes any watch resumed
+from an older resourceVersion end with 410 Gone, as on a busy cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import base64
 import contextlib
 import ctypes
 import datetime as dt
+import json
 import os
 import secrets
 import shutil
@@ -39,6 +47,8 @@ from typing import Any
 
 import yaml
 
+from .webhook import DgdWebhook
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "envtest" / "build-kube-apiserver.sh"
@@ -50,6 +60,22 @@ NAMESPACES = ("dynamo-workload", "dynamo-system", "monitoring")
 LOOPBACK = "127.0.0.1"
 TERM_GRACE_S = 10.0
 TMP_PREFIX = "gtcdemo-envtest-"
+# The Dynamo operator's service account as the platform chart names it (release dynamo-platform in dynamo-system:
+# deploy/helm/charts/platform/components/operator/templates/serviceaccount.yaml, deployment.yaml).
+OPERATOR_NAMESPACE = "dynamo-system"
+OPERATOR_SERVICE_ACCOUNT = "dynamo-platform-dynamo-operator-controller-manager"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+# Role rules for restricted_kubeconfig(): everything inside the namespace, nothing cluster-scoped (no nodes, no
+# RuntimeClasses, no CRDs).
+NAMESPACE_ONLY_RULES = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+# Everything gtcdemo touches in the namespace, but pods only by name: listing or watching pods answers 403.
+NO_POD_WATCH_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods/log", "pods/portforward", "configmaps", "secrets", "services",
+                                      "endpoints", "events", "persistentvolumeclaims", "serviceaccounts"],
+     "verbs": ["*"]},
+    {"apiGroups": ["nvidia.com"], "resources": ["*"], "verbs": ["*"]},
+]
 
 
 class EnvTestError(RuntimeError):
@@ -263,8 +289,13 @@ class EnvTest:
     """
 
     def __init__(self, *, crd_dir: Path | None = CRD_DIR, namespaces: Iterable[str] = NAMESPACES,
-                 assets: Path | None = None, timeout_s: float = 60.0, extra_apiserver_args: Iterable[str] = ()) -> None:
+                 assets: Path | None = None, timeout_s: float = 60.0, extra_apiserver_args: Iterable[str] = (),
+                 webhook: bool = True) -> None:
         self.crd_dir = crd_dir
+        self.with_webhook = webhook
+        self.webhook: DgdWebhook | None = None
+        self.operator_token: str | None = None
+        self._pki: dict[str, Path] = {}
         self.namespaces = tuple(namespaces)
         self.assets = assets
         self.timeout_s = timeout_s
@@ -327,11 +358,15 @@ class EnvTest:
         return self
 
     def stop(self) -> None:
-        """Stop kube-apiserver, then etcd; remove the temp dir. Idempotent, safe at any point of start()."""
+        """Stop kube-apiserver, then etcd, then the webhook; remove the temp dir. Idempotent, safe at any point of
+        start()."""
         with self._lock:
             for proc in reversed(self._procs):  # apiserver first, etcd last
                 proc.stop()
             self._procs.clear()
+            if self.webhook is not None:
+                self.webhook.stop()
+                self.webhook = None
             if self.tmp_dir is not None:
                 shutil.rmtree(self.tmp_dir, ignore_errors=True)
                 self.tmp_dir = None
@@ -375,11 +410,17 @@ class EnvTest:
     def _start_apiserver(self, deadline: float) -> None:
         assert self.tmp_dir is not None and self.assets is not None and self.etcd_url is not None
         cert_dir = self.tmp_dir / "certs"
-        pki = _write_pki(cert_dir)
+        pki = self._pki = _write_pki(cert_dir)
         self.ca_file = pki["ca"]
         self.token = secrets.token_hex(24)
+        self.operator_token = secrets.token_hex(24)
         token_file = self.tmp_dir / "tokens.csv"
-        token_file.write_text(f'{self.token},envtest-admin,envtest-admin-uid,"system:masters"\n')
+        token_file.write_text(
+            f'{self.token},envtest-admin,envtest-admin-uid,"system:masters"\n'
+            # The operator as the API server would authenticate its service-account token (its rights come from a
+            # ClusterRoleBinding made in _bootstrap, as the chart's ClusterRole gives them).
+            f'{self.operator_token},{OPERATOR_USER},operator-uid,'
+            f'"system:serviceaccounts,system:serviceaccounts:{OPERATOR_NAMESPACE},system:authenticated"\n')
         token_file.chmod(0o600)
         # Everything the API server would send into the cluster network (pod logs/exec/port-forward via kubelets,
         # pods/services/nodes proxy, webhooks by service) goes through an HTTP CONNECT proxy at a unix socket that
@@ -411,6 +452,9 @@ class EnvTest:
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
+            # Watches go to etcd itself, so a watch resumed from a compacted resourceVersion gets 410 Gone (with the
+            # cache, only one older than the cache's last 100 events would).
+            "--watch-cache=false",
             f"--egress-selector-config-file={egress}",
             *self.extra_apiserver_args,
         ])
@@ -460,6 +504,69 @@ class EnvTest:
             raise EnvTestError("EnvTest is not running")
         return config.new_client_from_config(config_file=str(self.kubeconfig), context=context)
 
+    def operator_client(self) -> Any:
+        """A new ``ApiClient`` authenticated as the Dynamo operator's service account (close it when done)."""
+        from kubernetes import client
+
+        if self.server is None or not self.running:
+            raise EnvTestError("EnvTest is not running")
+        cfg = client.Configuration()
+        cfg.host, cfg.ssl_ca_cert = self.server, str(self.ca_file)
+        cfg.api_key = {"authorization": f"Bearer {self.operator_token}"}
+        return client.ApiClient(cfg)
+
+    def restricted_kubeconfig(self, rules: list[dict], namespace: str = NAMESPACES[0], name: str = "restricted"
+                              ) -> Path:
+        """A kubeconfig (context do-nyc2-gtc-demo) for a new service account allowed only ``rules`` in ``namespace``.
+
+        Its ServiceAccount, Role and RoleBinding live in ``namespace`` (the per-test cleanup removes them); its
+        token comes from the TokenRequest API. Anything outside the rules answers 403, as on a cluster where your
+        kubeconfig is bound to one namespace."""
+        from kubernetes import client
+
+        assert self.tmp_dir is not None and self.ca_file is not None
+        account = f"gtcdemo-{name}-{secrets.token_hex(3)}"
+        with self.api_client() as api:
+            core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
+            rbac.create_namespaced_role(namespace, {"metadata": {"name": account}, "rules": rules})
+            rbac.create_namespaced_role_binding(namespace, {
+                "metadata": {"name": account},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
+            token = core.create_namespaced_service_account_token(
+                account, namespace, {"spec": {"audiences": [], "expirationSeconds": 3600}}).status.token
+        ca_data = base64.b64encode(self.ca_file.read_bytes()).decode()
+        config = {"apiVersion": "v1", "kind": "Config", "preferences": {}, "current-context": DEFAULT_CONTEXT,
+                  "clusters": [{"name": DEFAULT_CONTEXT,
+                                "cluster": {"server": self.server, "certificate-authority-data": ca_data}}],
+                  "users": [{"name": account, "user": {"token": token}}],
+                  "contexts": [{"name": DEFAULT_CONTEXT,
+                                "context": {"cluster": DEFAULT_CONTEXT, "user": account, "namespace": namespace}}]}
+        path = self.tmp_dir / f"kubeconfig-{account}"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    def compact(self) -> int:
+        """Compact etcd at its newest revision, after two writes of its own (so the revision has moved past every
+        resourceVersion a client holds). A watch (re)started from any earlier resourceVersion then ends with
+        410 Gone. Returns the compacted revision. Uses etcd's v3 HTTP gateway on loopback."""
+        assert self.etcd_url is not None
+
+        def call(path: str, body: dict) -> dict:
+            req = urllib.request.Request(f"{self.etcd_url}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        key = base64.b64encode(b"/gtcdemo-envtest/compaction-marker").decode()
+        for i in range(2):
+            revision = int(call("/v3/kv/put", {"key": key, "value": base64.b64encode(str(i).encode()).decode()})
+                           ["header"]["revision"])
+        call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
     # -- CRDs and namespaces -----------------------------------------------------------------------------------
     def _bootstrap(self, deadline: float) -> None:
         from kubernetes import client
@@ -475,6 +582,40 @@ class EnvTest:
                         raise
             crds = self.install_crds(api, deadline)
             self._wait_served(api, crds, deadline)
+            client.RbacAuthorizationV1Api(api).create_cluster_role_binding({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "gtcdemo-envtest-dynamo-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT,
+                              "namespace": OPERATOR_NAMESPACE}],
+            })
+            if self.with_webhook and any(c["spec"]["names"]["plural"] == "dynamographdeployments" for c in crds):
+                self._start_webhook(api, deadline)
+
+    def _start_webhook(self, api: Any, deadline: float) -> None:
+        """Serve the DGD webhook (TLS with the API server's serving certificate, issued by our CA for 127.0.0.1),
+        register it, and wait until the API server enforces it (a dry-run CREATE it refuses)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        assert self.ca_file is not None
+        self.webhook = DgdWebhook(self._pki["serving"], self._pki["serving_key"]).start()
+        client.AdmissionregistrationV1Api(api).create_validating_webhook_configuration(
+            self.webhook.configuration(self.ca_file.read_bytes()))
+        probe = {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeployment",
+                 "metadata": {"name": "envtest-webhook-probe"}, "spec": {"services": {}}}
+        custom = client.CustomObjectsApi(api)
+        while True:
+            try:
+                custom.create_namespaced_custom_object("nvidia.com", "v1alpha1", self.namespaces[0],
+                                                       "dynamographdeployments", probe, dry_run="All")
+            except ApiException as exc:
+                if exc.status == 403 and "at least one service" in (exc.body or ""):
+                    return
+                raise
+            if time.monotonic() > deadline:
+                raise EnvTestError("the DGD webhook was registered but the API server never called it")
+            time.sleep(0.05)
 
     def install_crds(self, api: Any, deadline: float | None = None) -> list[dict]:
         """Create every CRD in ``crd_dir`` and wait until each is Established. Returns the CRD manifests."""
@@ -552,6 +693,7 @@ CLEANUP_KINDS: tuple[tuple[str, str, bool], ...] = (
     ("apis/rbac.authorization.k8s.io/v1", "roles", True),
     ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     ("api/v1", "nodes", False),
+    ("apis/scheduling.run.ai/v2", "queues", False),
     ("api/v1", "persistentvolumes", False),
     ("apis/node.k8s.io/v1", "runtimeclasses", False),
 )

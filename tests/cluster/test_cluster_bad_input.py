@@ -95,7 +95,7 @@ def play_operator_until_ready(op) -> None:
 
 
 def play_operator_cleanup(op) -> None:
-    poll(lambda: not dgd_exists(op), timeout_s=60, what="the DGD to be deleted")
+    poll(op.deletion_requested, timeout_s=60, what="the DGD to be deleted")  # held by the operator's finalizer
     op.delete_dgd_pods()
 
 

@@ -5,10 +5,10 @@ Only what needs a kubelet (pod logs, port-forwards) goes through a test double; 
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,36 +20,9 @@ from gtcdemo.cluster import DGD_LABEL, ClusterTarget
 from gtcdemo.errors import ConfigError, DeploymentError
 
 from .conftest import FAKE_HF_TOKEN
+from .operator import FakeKubelet
 
 NS = "dynamo-workload"
-
-
-class FakeKubelet:
-    """The kubelet-backed calls: canned log lines, and port-forwards to a URL the test chooses."""
-
-    def __init__(self, forward_to: str | None = None) -> None:
-        self.forward_to = forward_to
-        self.forwards: list[tuple[str, str, int]] = []
-        self.open_forwards = 0
-
-    def logs(self, namespace: str, pod: str, tail: int) -> str:
-        return "\n".join(f"{pod} log line {i}" for i in range(100 - tail, 100))
-
-    @contextlib.contextmanager
-    def port_forward(self, namespace: str, service: str, port: int) -> Iterator[str]:
-        if self.forward_to is None:
-            raise DeploymentError(f"no kubelet to forward svc/{service}", fix="(test double)")
-        self.forwards.append((namespace, service, port))
-        self.open_forwards += 1
-        try:
-            yield self.forward_to
-        finally:
-            self.open_forwards -= 1
-
-
-@pytest.fixture
-def kubelet() -> FakeKubelet:
-    return FakeKubelet()
 
 
 @pytest.fixture
@@ -122,7 +95,7 @@ def test_pvc_is_created_when_absent(kube, kubelet) -> None:
 
 def test_dgd_the_schema_rejects_applies_nothing(target: ClusterTarget, platform) -> None:
     b = bundle_mod.load("dev")
-    b.services["TrtllmPrefillWorker"]["labels"]["kai.scheduler/queue"] = 5  # labels are strings in the CRD
+    b.services["TrtllmPrefillWorker"]["labels"] = {"app": 5}  # labels are strings in the CRD
     with pytest.raises(DeploymentError) as info:
         target.apply(b)
     assert "refuses DynamoGraphDeployment gtc-demo (dry run; nothing was applied)" in str(info.value)
@@ -373,7 +346,7 @@ def test_teardown_deletes_dgd_and_configmap_waits_for_pods_and_is_idempotent(tar
 
 
 # -- endpoints -------------------------------------------------------------------------------------------------------
-def test_frontend_service_by_label_then_convention_then_candidates(target: ClusterTarget, platform) -> None:
+def test_frontend_service_by_name_then_labels_then_candidates(target: ClusterTarget, platform) -> None:
     target.apply()
     platform.operator.reconcile()
     assert target.frontend_service() == "gtc-demo-frontend"
@@ -381,7 +354,8 @@ def test_frontend_service_by_label_then_convention_then_candidates(target: Clust
     svc = core.read_namespaced_service("gtc-demo-frontend", NS)
     core.delete_namespaced_service("gtc-demo-frontend", NS)
     renamed = copy.deepcopy(svc)
-    renamed.metadata = client.V1ObjectMeta(name="gtc-demo-fe-7f9c", labels=svc.metadata.labels)
+    renamed.metadata = client.V1ObjectMeta(name="gtc-demo-fe-7f9c", labels={
+        DGD_LABEL: "gtc-demo", "nvidia.com/dynamo-component-type": "frontend"})  # as a newer operator might
     renamed.spec.cluster_ip = None
     renamed.spec.cluster_i_ps = None
     core.create_namespaced_service(NS, renamed)
@@ -443,3 +417,235 @@ def test_preflight_names_each_missing_piece_and_its_fix(target: ClusterTarget, p
     assert set(failed) == {"secret hf-token", "PVC model-nfs-pvc", "RuntimeClass nvidia"}
     assert "kubectl -n dynamo-workload create secret generic hf-token" in failed["secret hf-token"]
     assert not report.ok and "3 check(s) failed" in repr(report)
+
+
+# == against the real Dynamo 0.8 operator's rules (issue 9) =========================================================
+WORKERS = ("TrtllmPrefillWorker", "TrtllmDecodeWorker")
+
+
+def _seed_workers(b: bundle_mod.Bundle) -> bundle_mod.Bundle:
+    """The seed's workers: args and no command (validation refuses this; apply(b) skips validation)."""
+    for name in WORKERS:
+        b.services[name]["extraPodSpec"]["mainContainer"].pop("command")
+    return b
+
+
+def test_worker_without_command_crash_loops_and_wait_names_the_missing_command(target: ClusterTarget,
+                                                                                platform) -> None:
+    """0.8 gives a worker only `/bin/sh -c` (component_common.go): the shell refuses `--model-path`."""
+    op = platform.operator
+    target.apply(_seed_workers(bundle_mod.load("dev")))
+    pods = op.reconcile()
+    thread = in_background(lambda: [op.running(name) for names in pods.values() for name in names])
+    with pytest.raises(DeploymentError) as info:
+        target.wait(timeout_s=600)  # fails at once: the crash loop will not heal
+    join_ok(thread)
+    first = str(info.value).splitlines()[0]
+    assert "CrashLoopBackOff" in first and "it has no program of its own" in first
+    assert "Illegal option --" in first
+    assert "add `command: [python3, -m, dynamo.trtllm]` to spec.services.Trtllm" in str(info.value)
+    assert "free_gpu_memory_fraction" not in str(info.value)
+
+
+def test_workers_with_the_committed_command_run(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    target.apply()
+    thread = in_background(lambda: (op.reconcile(), op.all_ready()))
+    assert target.wait(timeout_s=120).ready
+    join_ok(thread)
+    main = next(p for p in op.service_pods("gtc-demo", "TrtllmDecodeWorker")).spec.containers[0]
+    assert main.command == ["python3", "-m", "dynamo.trtllm"] and main.args[0] == "--model-path"
+
+
+def _scaled_decode(target: ClusterTarget, op, replicas: int = 2) -> None:
+    target.apply()
+    op.reconcile()
+    target.scale("TrtllmDecodeWorker", replicas)
+    op.reconcile()  # the adapter controller writes the replicas into the DGD, as the operator
+    assert target.get_dgd()["spec"]["services"]["TrtllmDecodeWorker"]["replicas"] == replicas
+
+
+def test_up_after_scale_keeps_the_adapters_replicas_and_still_applies_an_engine_config_change(
+        target: ClusterTarget, platform) -> None:
+    """Dynamo's webhook refuses anyone but the operator a change of an adapted service's replicas, dry runs
+    included (validateReplicasChanges): apply carries the live replicas, so the webhook sees none."""
+    op = platform.operator
+    _scaled_decode(target, op)
+    b = bundle_mod.load("dev")
+    b.configmap["data"]["decode.yaml"] += "# tuned after the scale\n"
+    result = target.apply(b)  # the manifest still says replicas: 1
+    actions = {(r["kind"], r["action"]) for r in result.rows}
+    assert ("ConfigMap", "configured") in actions and ("DynamoGraphDeployment", "unchanged") in actions
+    assert result.note == ("TrtllmDecodeWorker: kept its 2 live replicas (the manifest says 1): the scaling adapter "
+                           "gtc-demo-trtllmdecodeworker owns them; to change them: `gtcdemo scale "
+                           "TrtllmDecodeWorker 1`")
+    assert "gtcdemo scale TrtllmDecodeWorker 1" in repr(result)
+    core = client.CoreV1Api(platform.api_client)
+    assert core.read_namespaced_config_map("trtllm-engine-configs", NS).data["decode.yaml"].endswith(
+        "# tuned after the scale\n")
+    dgd = target.get_dgd()
+    assert dgd["spec"]["services"]["TrtllmDecodeWorker"]["replicas"] == 2
+    # Now gtcdemo and the operator share `replicas`: a later scale and a later apply still both go through.
+    target.scale("TrtllmDecodeWorker", 3)
+    op.reconcile()
+    assert target.apply().note.startswith("TrtllmDecodeWorker: kept its 3 live replicas")
+    assert target.preflight().rows[-1]["result"] == "PASS"  # its dry run carries the live replicas too
+    op.reconcile()
+    assert len(pods_of(op, "TrtllmDecodeWorker")) == 3
+
+
+def test_changing_an_adapted_services_replicas_in_the_manifest_is_kept_and_said(target: ClusterTarget,
+                                                                                 platform) -> None:
+    op = platform.operator
+    target.apply()
+    op.reconcile()
+    b = bundle_mod.load("dev")
+    b.services["TrtllmPrefillWorker"]["replicas"] = 2
+    result = target.apply(b)
+    assert "TrtllmPrefillWorker: kept its 1 live replicas (the manifest says 2)" in result.note
+    assert "`gtcdemo scale TrtllmPrefillWorker 2`" in result.note
+    assert target.get_dgd()["spec"]["services"]["TrtllmPrefillWorker"]["replicas"] == 1
+
+
+def test_wait_expects_the_live_replicas_after_a_scale(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    _scaled_decode(target, op)
+    decode = pods_of(op, "TrtllmDecodeWorker")
+    assert len(decode) == 2
+    for names in op.reconcile().values():
+        for name in names:
+            if name != decode[1]:
+                op.ready(name)
+    op.set_dgd_state("gtc-demo", "successful")
+    with pytest.raises(DeploymentError, match=r"not ready after 2 s: 3/4 pods Running and Ready"):
+        target.wait(timeout_s=2)
+
+
+QUEUE_MISSING = "queue 'dynamo' not found in cluster. Ensure the queue exists before using kai-scheduler"
+
+
+def test_dgd_failed_fails_the_wait_at_once_with_the_operators_message(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    target.apply()
+    op.reconcile()
+    thread = in_background(lambda: op.set_dgd_state(
+        "gtc-demo", "failed", reason="failed_to_reconcile_the_resources",
+        message="failed to reconcile the Grove PodClique Set: something the operator cannot do"))
+    with pytest.raises(DeploymentError) as info:
+        target.wait(timeout_s=600)
+    join_ok(thread)
+    assert info.value.problem.splitlines()[0] == (
+        "DGD gtc-demo failed: failed_to_reconcile_the_resources: failed to reconcile the Grove PodClique Set: "
+        "something the operator cannot do")
+    assert "kubectl -n dynamo-workload describe dgd gtc-demo" in str(info.value)
+
+
+def test_missing_kai_queue_fails_preflight_and_the_wait(kube, kubelet) -> None:
+    """grove.go ensureQueueExists: without the DGD's queue the operator refuses (DGD failed)."""
+    kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN, queue=False)
+    target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
+    report = target.preflight()
+    queue_check = next(r for r in report.rows if r["check"] == "KAI queue dynamo")
+    assert queue_check["result"] == "FAIL"
+    assert queue_check["detail"].startswith("missing (queues: ") and "refuses to deploy" in queue_check["detail"]
+    assert "deploy/helm/charts/platform/templates/kai.yaml" in queue_check["fix"]
+    assert "nvidia.com/kai-scheduler-queue" in queue_check["fix"]
+    target.apply()
+    kube.operator.reconcile()
+    with pytest.raises(DeploymentError) as info:
+        target.wait(timeout_s=600)
+    assert info.value.problem.startswith("DGD gtc-demo failed: failed_to_reconcile_the_resources: ")
+    assert QUEUE_MISSING in str(info.value).splitlines()[0]
+
+
+def test_preflight_finds_the_queue_and_the_operator_by_the_charts_labels(target: ClusterTarget, platform) -> None:
+    checks = {r["check"]: r for r in target.preflight().rows}
+    assert checks["KAI queue dynamo"]["result"] == "PASS"
+    operator = checks["Dynamo operator in dynamo-system"]
+    assert operator["result"] == "PASS"
+    assert operator["detail"] == "Deployment dynamo-platform-dynamo-operator-controller-manager (1 ready)"
+
+
+def test_grove_operator_alone_fails_the_operator_check(kube, kubelet) -> None:
+    """The seed's 'operator disabled' with Grove on: only grove-operator runs in dynamo-system."""
+    kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN, dynamo_operator=False)
+    target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
+    check = next(r for r in target.preflight().rows if r["check"] == "Dynamo operator in dynamo-system")
+    assert check["result"] == "FAIL"
+    assert check["detail"].startswith("no Deployment labelled app.kubernetes.io/name=dynamo-operator,"
+                                      "control-plane=controller-manager; found only grove-operator (")
+    assert "--set dynamo-operator.enabled=true" in check["fix"]
+
+
+def test_frontend_service_of_08_is_found_by_name_before_any_labelled_one(target: ClusterTarget, platform) -> None:
+    """0.8 creates `<dgd>-frontend` with no labels of ours (graph.go GenerateComponentService)."""
+    target.apply()
+    platform.operator.reconcile()
+    core = client.CoreV1Api(platform.api_client)
+    assert not (core.read_namespaced_service("gtc-demo-frontend", NS).metadata.labels or {}).get(DGD_LABEL)
+    core.create_namespaced_service(NS, client.V1Service(
+        metadata=client.V1ObjectMeta(name="gtc-demo-frontend-lb", labels={
+            DGD_LABEL: "gtc-demo", "nvidia.com/dynamo-component-type": "frontend"}),
+        spec=client.V1ServiceSpec(selector={"app": "x"}, ports=[client.V1ServicePort(port=8000)])))
+    assert target.frontend_service() == "gtc-demo-frontend"
+
+
+def test_preflight_on_a_namespace_only_kubeconfig_says_what_is_missing(platform, kubelet) -> None:
+    from .envtest import NAMESPACE_ONLY_RULES
+
+    restricted = platform.restricted_kubeconfig(NAMESPACE_ONLY_RULES)
+    report = ClusterTarget("dev", kubeconfig=str(restricted), access=kubelet).preflight()
+    checks = {r["check"]: r for r in report.rows}
+    gpu = checks["GPU nodes"]
+    assert gpu["result"] == "FAIL"
+    assert gpu["detail"].startswith("forbidden: your credentials may not list nodes (cluster-scoped)")
+    assert "ClusterRole" in gpu["fix"] and "kubectl auth can-i list nodes" in gpu["fix"]
+    assert checks["secret hf-token"]["result"] == "PASS" and checks["PVC model-nfs-pvc"]["result"] == "PASS"
+    assert checks["server-side dry run"]["result"] == "PASS"  # the checks after the refused one still ran
+    assert checks["KAI queue dynamo"]["detail"].startswith("forbidden: your credentials may not get queues")
+
+
+def test_wait_without_rbac_to_watch_pods_fails_at_once(target: ClusterTarget, platform, kubelet) -> None:
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},  # no watch
+             {"apiGroups": ["", "nvidia.com"], "resources": ["events", "dynamographdeployments",
+                                                            "dynamographdeploymentscalingadapters"], "verbs": ["*"]}]
+    target.apply()
+    platform.operator.reconcile()
+    restricted = ClusterTarget("dev", kubeconfig=str(platform.restricted_kubeconfig(rules)), access=kubelet)
+    with pytest.raises(DeploymentError) as info:
+        restricted.wait(timeout_s=30)
+    message = str(info.value)
+    assert message.startswith("do-nyc2-gtc-demo/dynamo-workload: watching pods in dynamo-workload failed: HTTP 403")
+    assert "kubectl auth can-i watch pods -n dynamo-workload" in message
+
+
+def test_expired_watch_relists_and_resumes(target: ClusterTarget, platform, monkeypatch) -> None:
+    """410 Gone (etcd compacted past the watch's resourceVersion): list again, then watch from there."""
+    op = platform.operator
+    target.apply()
+    pods = op.reconcile()
+    lists: list[bool] = []
+    real = target.core.list_namespaced_pod
+
+    @functools.wraps(real)  # the watch finds the return type in the docstring
+    def spy(*args, **kwargs):
+        lists.append(bool(kwargs.get("watch")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target.core, "list_namespaced_pod", spy)
+
+    def expire_then_become_ready() -> None:
+        from tests.conftest import poll
+
+        poll(lambda: lists.count(True) >= 1, what="the pod watch to start")
+        before = lists.count(False)
+        platform.envtest.compact()  # the watch's next restart (every 5 s) is from a compacted resourceVersion
+        poll(lambda: lists.count(False) > before, timeout_s=30, what="a re-list after 410 Gone")
+        for names in pods.values():
+            for name in names:
+                op.running(name, ready=False)
+        op.all_ready()  # seen only if the watch resumed after the re-list
+
+    thread = in_background(expire_then_become_ready)
+    assert target.wait(timeout_s=120).ready
+    join_ok(thread)

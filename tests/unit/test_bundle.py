@@ -128,9 +128,32 @@ spec:
 DGD_FILE = "20-dgd-gtc-demo.yaml"
 
 
+WORKERS = ("TrtllmPrefillWorker", "TrtllmDecodeWorker")
+
+
+def with_documented_deviations(dgd: dict) -> dict:
+    """The seed's DGD as the real 0.8 operator needs it (README, "Where the seed and reality differ"): each worker
+    names its program, the KAI queue is the DGD's annotation instead of the pod label the operator overwrites, and
+    `scalingAdapter.enabled` (unknown to the 0.8 CRD, which prunes it) is left out."""
+    dgd["metadata"]["annotations"] = {"nvidia.com/kai-scheduler-queue": "dynamo"}
+    for name in WORKERS:
+        svc = dgd["spec"]["services"][name]
+        del svc["labels"]
+        del svc["scalingAdapter"]  # 0.8 prunes `enabled` (its adapter is on by default)
+        svc["extraPodSpec"]["mainContainer"]["command"] = ["python3", "-m", "dynamo.trtllm"]
+    return dgd
+
+
 @pytest.fixture
-def seed_dgd() -> dict:
+def raw_seed_dgd() -> dict:
+    """The seed's Step 2, verbatim."""
     return yaml.safe_load(SEED_DGD_YAML)
+
+
+@pytest.fixture
+def seed_dgd(raw_seed_dgd: dict) -> dict:
+    """The seed's Step 2 with the documented deviations: the valid starting point the tables below break."""
+    return with_documented_deviations(raw_seed_dgd)
 
 
 # -- the committed dev bundle ---------------------------------------------------------------------------------------
@@ -142,22 +165,42 @@ def test_objects_are_in_apply_order(dev_bundle):
     assert {o["metadata"]["namespace"] for o in dev_bundle.objects} == {"dynamo-workload"}
 
 
-# The one documented deviation from the seed (README, "Where the seed and reality differ"): finer TTFT/ITL buckets.
-BUCKET_ENVS = [
+# The documented deviations from the seed (README, "Where the seed and reality differ"): finer TTFT/ITL buckets,
+# plus (with_documented_deviations) the workers' command and the KAI queue annotation.
+BUCKETS = [
     {"name": "DYN_METRICS_TTFT_MIN", "value": "0.0045"}, {"name": "DYN_METRICS_TTFT_MAX", "value": "10"},
     {"name": "DYN_METRICS_TTFT_COUNT", "value": "135"}, {"name": "DYN_METRICS_ITL_MIN", "value": "0.0009"},
     {"name": "DYN_METRICS_ITL_MAX", "value": "0.2"}, {"name": "DYN_METRICS_ITL_COUNT", "value": "88"},
 ]
+# Each setting under the names 1.6 reads and under the DYN_HISTOGRAM_-prefixed names 0.8 reads.
+BUCKET_ENVS = BUCKETS + [{"name": "DYN_HISTOGRAM_" + e["name"], "value": e["value"]} for e in BUCKETS]
 
 
-def test_dgd_equals_the_seed_step2_yaml_plus_only_the_bucket_settings(dev_bundle, seed_dgd, assert_exact):
+def test_dgd_equals_the_seed_step2_yaml_plus_only_the_documented_deviations(dev_bundle, seed_dgd, assert_exact):
     expected = seed_dgd
     expected["spec"]["services"]["Frontend"]["envs"] += BUCKET_ENVS
     assert_exact(dev_bundle.dgd, expected)
 
 
-def test_seed_dgd_is_valid_against_the_generated_configmap(dev_bundle, seed_dgd):
+def test_corrected_seed_dgd_is_valid_against_the_generated_configmap(dev_bundle, seed_dgd):
     assert bundle.validate_dgd(seed_dgd, dev_bundle.configmap) == []
+
+
+def test_verbatim_seed_dgd_is_refused_for_the_missing_worker_command_and_the_overwritten_queue_label(
+        dev_bundle, raw_seed_dgd):
+    """The seed's workers would crash-loop on the 0.8 operator (no command) and its queue label is overwritten."""
+    errors = bundle.validate_dgd(raw_seed_dgd, dev_bundle.configmap)
+    found = sorted((e.where, e.problem.split(":")[0]) for e in errors)
+    assert found == sorted(
+        [(f"DGD.spec.services.{w}.extraPodSpec.mainContainer.command", "worker service has args but no command")
+         for w in WORKERS]
+        + [(f"DGD.spec.services.{w}.labels.kai.scheduler/queue", "label kai.scheduler/queue is overwritten by the "
+            "operator with the queue the DGD annotation nvidia.com/kai-scheduler-queue names (default 'dynamo')")
+           for w in WORKERS])
+    command_error = next(e for e in errors if e.where.endswith("command"))
+    assert "the shell takes '--model-path' for an option" in command_error.problem
+    assert command_error.fix == ("add `command: [python3, -m, dynamo.trtllm]` beside args (as Dynamo's "
+                                 "examples/backends/trtllm/deploy/disagg.yaml does)")
 
 
 def test_configmap_carries_both_engine_configs(dev_bundle, seed_prefill, seed_decode, assert_exact):
@@ -375,8 +418,8 @@ def test_yml_extension_is_read_too(project_copy):
 
 def test_dgd_errors_from_load_are_located_in_the_manifest(project_copy):
     path = project_copy / "manifests" / "dev" / DGD_FILE
-    path.write_text(path.read_text().replace("      replicas: 1\n      scalingAdapter:", "      replica: 1\n"
-                                             "      scalingAdapter:", 1))
+    path.write_text(path.read_text().replace("      subComponentType: prefill\n      replicas: 1\n",
+                                             "      subComponentType: prefill\n      replica: 1\n", 1))
     with pytest.raises(ValidationErrors) as info:
         bundle.load("dev")
     message = str(info.value)
@@ -412,6 +455,17 @@ def _drop_arg(name: str, flag: str) -> Mutation:
         args = _args(dgd, name)
         i = args.index(flag)
         del args[i:i + 2]
+    return mutate
+
+
+def _main(dgd: dict, name: str) -> dict:
+    return _svc(dgd, name)["extraPodSpec"].setdefault("mainContainer", {})
+
+
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(dgd: dict) -> None:
+        for m in mutations:
+            m(dgd)
     return mutate
 
 
@@ -561,6 +615,34 @@ BAD_DGDS = [
                  id="bad-backend-framework"),
     pytest.param(lambda d: d["spec"]["envs"][0].pop("value"), "DGD.spec.envs[0]",
                  ["env HF_HOME has no value"], 1, id="env-without-value"),
+    # The 0.8 operator gives only the Frontend a program (component_frontend.go); the others keep /bin/sh -c.
+    pytest.param(lambda d: _main(d, "TrtllmDecodeWorker").pop("command"),
+                 f"{DECODE_WORKER}.extraPodSpec.mainContainer.command",
+                 ["worker service has args but no command", "the shell takes '--model-path' for an option",
+                  "Fix: add `command: [python3, -m, dynamo.trtllm]` beside args"], 1, id="worker-args-without-command"),
+    pytest.param(both(lambda d: _main(d, "TrtllmPrefillWorker").pop("command"),
+                      lambda d: d["spec"].__setitem__("backendFramework", "vllm")),
+                 f"{PREFILL_WORKER}.extraPodSpec.mainContainer.command",
+                 ["Fix: add `command: [python3, -m, dynamo.vllm]`", "examples/backends/vllm/deploy/disagg.yaml"], 1,
+                 id="vllm-worker-args-without-command"),
+    pytest.param(both(lambda d: _main(d, "TrtllmPrefillWorker").pop("command"),
+                      _set_svc("TrtllmPrefillWorker", "componentType", "main")),
+                 f"{PREFILL_WORKER}.extraPodSpec.mainContainer.command", ["main service has args but no command"], 1,
+                 id="main-args-without-command"),
+    pytest.param(lambda d: _main(d, "TrtllmDecodeWorker").__setitem__("command", "python3 -m dynamo.trtllm"),
+                 f"{DECODE_WORKER}.extraPodSpec.mainContainer.command",
+                 ["command is 'python3 -m dynamo.trtllm', not a list of strings",
+                  "Fix: write it as a list, e.g. `command: [python3, -m, dynamo.trtllm]`"], 1,
+                 id="command-as-a-string"),
+    pytest.param(lambda d: _main(d, "Frontend").__setitem__("args", ["--http-port", "8000"]),
+                 f"{SVC}.Frontend.extraPodSpec.mainContainer.args",
+                 ["args without command replace the operator's default `-m dynamo.frontend`",
+                  "Fix: start args with `-m`, `dynamo.frontend`"], 1, id="frontend-args-without-module"),
+    pytest.param(lambda d: _svc(d, "TrtllmDecodeWorker").__setitem__("labels", {"kai.scheduler/queue": "gpu"}),
+                 f"{DECODE_WORKER}.labels.kai.scheduler/queue",
+                 ["label kai.scheduler/queue is overwritten by the operator",
+                  "Fix: remove the label and set `metadata.annotations: {nvidia.com/kai-scheduler-queue: <queue>}`"],
+                 1, id="kai-queue-label"),
 ]
 
 

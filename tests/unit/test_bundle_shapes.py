@@ -25,7 +25,11 @@ def _with(dgd: dict, path: str, value) -> dict:
     ("spec.services.TrtllmDecodeWorker.extraPodSpec", None, "no --served-model-name"),
     ("spec.services.TrtllmDecodeWorker.volumeMounts", ["model-nfs-pvc"], "volumeMounts[0] is 'model-nfs-pvc'"),
     ("metadata", None, "metadata.name and namespace are required"),
-], ids=["empty-resources", "null-extraPodSpec", "mount-as-string", "null-metadata"])
+    ("spec.services.TrtllmDecodeWorker.extraPodSpec.mainContainer.command", None, "has args but no command"),
+    ("spec.services.TrtllmPrefillWorker.extraPodSpec.mainContainer.command", [], "has args but no command"),
+    ("spec.services.TrtllmPrefillWorker.extraPodSpec.mainContainer.command", [["python3"]], "not a list of strings"),
+], ids=["empty-resources", "null-extraPodSpec", "mount-as-string", "null-metadata", "null-command", "empty-command",
+        "nested-command"])
 def test_null_or_misshapen_fields_are_located_errors(dev_bundle, path, value, expected):
     dgd = _with(dev_bundle.dgd, path, value)
     if path == "spec.services.TrtllmDecodeWorker.resources":
