@@ -585,10 +585,11 @@ class ClusterTarget(BundleHolder):
 
     def wait(self, timeout_s: float = 600.0, progress: Callable[[str], None] | None = None,
              pending_bound_s: float | None = None) -> ReadyResult:
-        """Watch the DGD's pods until the expected count is Running and Ready AND the DGD reports successful.
+        """Watch the DGD's pods until the live replica count is Running and Ready AND the DGD reports successful.
 
-        Fails at once on states that will not heal (image pulls, crash loops, unschedulable, missing volumes,
-        gated or pending past a bound), printing the pods, their events and the last 20 log lines of each.
+        Fails at once on states that will not heal (the DGD ``failed``, image pulls, crash loops, unschedulable,
+        missing volumes, gated or pending past a bound, a watch the API server refuses), printing the pods, their
+        events and the last 20 log lines of each.
         """
         if timeout_s <= 0:
             raise DeploymentError(f"timeout must be > 0 s, got {timeout_s}", fix="pass e.g. timeout_s=600")
@@ -629,7 +630,9 @@ class ClusterTarget(BundleHolder):
                     raise self._failure(f"DGD {self.bundle.name} failed: {failure}", pods,
                                         fix="act on the operator's message above (`kubectl -n "
                                             f"{self.namespace} describe dgd {self.bundle.name}`); `gtcdemo "
-                                            "preflight --target cluster` checks the platform")
+                                            "preflight --target cluster` checks the platform. Fixed already? The "
+                                            "operator retries with back-off and the state stays `failed` until "
+                                            "then: wait again")
                 now = datetime.now(UTC)
                 for pod in pods.values():
                     problem = diagnose_pod(pod, now, bound, logs=lambda name: self._pod_logs(name, 20))
@@ -843,9 +846,21 @@ class ClusterTarget(BundleHolder):
                                                              {"spec": {"replicas": replicas}})
             return ApplyResult(self.name, [{"kind": "DynamoGraphDeploymentScalingAdapter", "name": name,
                                             "action": f"scaled to {replicas}"}])
-        # No adapter: the DGD owns the replicas, and the webhook accepts a direct edit.
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, DGD_PLURAL, self.bundle.name,
-                                                   {"spec": {"services": {service: {"replicas": replicas}}}})
+        # No adapter: the DGD owns the replicas, and the webhook accepts a direct edit, unless the service's adapter
+        # is on but its DGDSA not made yet (0.8: on unless `scalingAdapter.disable: true`, validateReplicasChanges).
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, DGD_PLURAL, self.bundle.name,
+                                                       {"spec": {"services": {service: {"replicas": replicas}}}})
+        except ApiException as exc:
+            raise DeploymentError(
+                f"scaling {service} through the DGD is refused: {_api_message(exc)}",
+                where=f"{self.context}/{self.namespace}",
+                fix=f"its scaling adapter is on but there is no DGDSA {self.bundle.name}-{service.lower()} yet: wait "
+                    "until the operator made it (`gtcdemo wait --target cluster`), then scale again"
+                    if exc.status == 403 and "scaling adapter" in _api_message(exc) else
+                    "check the message above") from None
         return ApplyResult(self.name, [{"kind": "DynamoGraphDeployment", "name": self.bundle.name,
                                         "action": f"{service} replicas set to {replicas}"}])
 
@@ -983,8 +998,7 @@ class ClusterTarget(BundleHolder):
         """
         from kubernetes.client.exceptions import ApiException
 
-        annotations = self.bundle.dgd["metadata"].get("annotations") or {}
-        name = str(annotations.get(bundle_mod.KAI_QUEUE_ANNOTATION) or "").strip() or bundle_mod.DEFAULT_KAI_QUEUE
+        name = self._queue_name()
         label = f"KAI queue {name}"
         try:
             self.custom.get_cluster_custom_object(KAI_GROUP, KAI_VERSION, KAI_QUEUES, name)
@@ -1003,6 +1017,11 @@ class ClusterTarget(BundleHolder):
             return (label, False, f"missing (queues: {', '.join(existing) or 'none'}); the operator refuses to "
                     f"deploy the DGD without it", self._queue_fix(name))
         return label, False, "missing; the operator refuses to deploy the DGD without it", self._queue_fix(name)
+
+    def _queue_name(self) -> str:
+        """The DGD's KAI queue: its annotation, trimmed, else the default (grove.go resolveKaiSchedulerQueueName)."""
+        annotations = self.bundle.dgd["metadata"].get("annotations") or {}
+        return str(annotations.get(bundle_mod.KAI_QUEUE_ANNOTATION) or "").strip() or bundle_mod.DEFAULT_KAI_QUEUE
 
     def _queue_fix(self, name: str) -> str:
         return (f"create Queue {name} as the dynamo-platform chart's hook does (deploy/helm/charts/platform/templates/"
@@ -1037,8 +1056,20 @@ class ClusterTarget(BundleHolder):
                        "untainted GPU nodes also take pods that need no GPU (the workers tolerate the taint)")
 
     def _refuse_missing_prerequisites(self) -> None:
-        """What the API server would accept but the pods could never use: a missing secret, an unbound claim."""
+        """What the API server would accept but the pods could never use: a missing secret, an unbound claim, a
+        missing KAI queue (with KAI installed; a cluster without it, or credentials that may not read queues, pass)."""
         from kubernetes.client.exceptions import ApiException
+
+        queue_name = self._queue_name()
+        try:
+            self.custom.get_cluster_custom_object(KAI_GROUP, KAI_VERSION, KAI_QUEUES, queue_name)
+        except ApiException as exc:
+            if exc.status == 404 and _status_details(exc).get("name"):
+                raise DeploymentError(
+                    f"KAI queue {queue_name} does not exist: the Dynamo operator refuses to deploy the DGD without it "
+                    "(grove.go ensureQueueExists); nothing was applied",
+                    where=f"manifests/{self.env}: the DGD's metadata.annotations.{bundle_mod.KAI_QUEUE_ANNOTATION}",
+                    fix=self._queue_fix(queue_name)) from None
 
         for secret in sorted({s["envFromSecret"] for s in self.bundle.services.values() if s.get("envFromSecret")}):
             if not self._secret_exists(secret):

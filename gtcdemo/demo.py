@@ -6,7 +6,10 @@
 - ``replay``: draws the same sections from such a folder, with no cluster and no network, under a banner.
 
 On stage nothing prints a stack trace: a failing section shows one red line with the fix, the detail goes to the
-log file, and the next section still runs.
+log file, and the next section still runs. A live section that finds no graph says so and changes nothing (it never
+deploys). Nothing of the tests is on stage either: each section publishes the values it showed under a mimetype no
+frontend renders (``results.record``), and the tests read them back from the executed notebook. Live and replay
+draw through the same code from the same data, so a replay shows what its recording run showed.
 """
 
 from __future__ import annotations
@@ -235,17 +238,20 @@ class Show:
     def dashboard(self, concurrency: int = 16, duration_s: float = 20.0, input_tokens: int = 300,
                   output_tokens: int = 64, name: str = "dashboard") -> load.LoadResult:
         """Load runs while TTFT p50/p95, tokens/s and requests in flight redraw in place every 1.5 s."""
+        if self.mode != "replay":
+            self._require_graph()
         handle = _display(Message("dashboard starting…", colour="#666", background="#f4f4f4"), display_id=True)
         title = f"concurrency {concurrency}, {input_tokens}→{output_tokens} tokens"
         if self.mode == "replay":
             window = pd.read_csv(self._path(f"{name}-window.csv"), index_col="time", parse_dates=["time"])
             recorded = load.LoadResult.load(self._path(name))
+            spec = recorded.spec  # the recorded load, whatever this cell's parameters say
+            title = f"concurrency {spec.concurrency}, {spec.input_tokens_mean}→{spec.output_tokens} tokens"
             for end in (len(window) // 3, 2 * len(window) // 3, len(window)):  # redraw as it was seen, instantly
                 if handle is not None and end:
                     last = recorded.ended_at if end == len(window) else None
                     handle.update(_figure_png(dashboard_figure(window.iloc[:end], title, recorded.started_at, last)))
             return self._client_view(recorded)
-        self._require_graph()
         spec = load.LoadSpec(model=self.model, concurrency=concurrency, duration_s=duration_s, warmup_requests=2,
                              input_tokens_mean=input_tokens, output_tokens=output_tokens)
         box: dict[str, Any] = {}
@@ -416,7 +422,7 @@ class Show:
             (a, b), (first, last) = scale["step"], scale["output_tokens_per_s"]
             change = f" ({(last / first - 1) * 100:+.0f}%)" if first else ""
             rows.append((f"decode workers {a} → {b}: output tokens/s", f"{first:,.0f} → {last:,.0f}{change}"))
-        frame = pd.DataFrame(rows, columns=["what we saw", "value"]).set_index("what we saw")
+        frame = pd.DataFrame(rows, columns=["", "value"]).set_index("")
         table = Table("What we saw", frame)
         record("summary", {"sections": dict(self.sections), "rows": dict(rows)})
         return table

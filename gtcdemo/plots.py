@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import project
 
@@ -300,7 +301,7 @@ def dashboard(window: pd.DataFrame, title: str, start: float | datetime | None =
     """The live dashboard: TTFT p50/p95, output tokens/s and requests in flight, stacked on one time axis."""
     cut, x, xrange = since_start(window, start, end)
     with projector():
-        fig, (ttft, tokens, inflight) = new_figure(6.6, 3, 1, sharex=True)
+        fig, (ttft, tokens, inflight) = new_figure(5.6, 3, 1, sharex=True)
         ttft_panel(ttft, cut, x, xrange, ("p50", "p95"), "frontend ")
         tokens.plot(x, _series(cut, "output_tokens_per_s"), color=PALETTE["tokens"])
         tokens.set(ylabel="output tok/s")
@@ -308,6 +309,7 @@ def dashboard(window: pd.DataFrame, title: str, start: float | datetime | None =
         inflight.set(ylabel="in flight")
         for ax in (ttft, tokens, inflight):
             ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # short panels: still 3-4 labels
         _time_axis(inflight, xrange)
         fig.suptitle(title)
         _legend_outside(ttft)

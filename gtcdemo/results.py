@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,10 +13,16 @@ ACTION_COLOURS = {"created": "#1b7f3b", "configured": "#b26b00", "unchanged": "#
 PHASE_COLOURS = {"Running": "#1b7f3b", "Pending": "#b26b00", "CrashLoopBackOff": "#b00020", "Terminating": "#666"}
 
 
+def _uuid(*parts: object) -> str:
+    """A Styler id from the content: the same table renders to the same HTML (a replay equals its live run), and
+    two different tables on one page never share the ids their CSS rules select."""
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+
+
 def _html_table(frame: pd.DataFrame, colour_column: str | None, colours: dict[str, str]) -> str:
     if frame.empty:
         return "<p><i>(none)</i></p>"
-    styler = frame.style.hide(axis="index")
+    styler = frame.style.hide(axis="index").set_uuid(_uuid(frame.to_csv(), colour_column))
     if colour_column in frame:
         styler = styler.map(lambda v: f"color: {colours.get(str(v), 'inherit')}; font-weight: bold",
                             subset=[colour_column])
@@ -49,9 +56,9 @@ def recorded_values(notebook: dict) -> dict[str, dict]:
 
 
 def _decimals(values: pd.Series) -> int:
-    """Whole numbers (and anything >= 100) without decimals, smaller measurements with one."""
+    """Whole numbers (and columns reaching 1,000) without decimals, smaller measurements with one."""
     numbers = pd.to_numeric(values, errors="coerce").dropna()
-    if numbers.empty or bool(((numbers % 1) == 0).all()) or float(numbers.abs().max()) >= 100:
+    if numbers.empty or bool(((numbers % 1) == 0).all()) or float(numbers.abs().max()) >= 1000:
         return 0
     return 1
 
@@ -98,8 +105,8 @@ class Table:
         if self.frame.empty:
             return f"<h4>{html.escape(self.title)}</h4><p><i>(none)</i></p>"
         frame = self._flat()
-        uuid = "".join(ch if ch.isalnum() else "_" for ch in self.title.lower())[:40] or "table"
-        styler = (frame.style.hide(axis="index").format(self._formatters(frame)).set_uuid(uuid)
+        styler = (frame.style.hide(axis="index").format(self._formatters(frame))
+                  .set_uuid(_uuid(self.title, frame.to_csv(), self.decimals))
                   .set_table_styles([
                       {"selector": "", "props": "font-size: 1.05em; border-collapse: collapse; max-width: 100%;"},
                       {"selector": "th", "props": "text-align: right; padding: 4px 10px; white-space: normal; "
@@ -282,7 +289,7 @@ class Note:
         return self.text
 
     def _repr_html_(self) -> str:
-        return f"<p style='color:#555;font-style:italic;margin:0.3em 0'>ⓘ {html.escape(self.text)}</p>"
+        return f"<p style='color:#555;font-style:italic;margin:0.3em 0'>{html.escape(self.text)}</p>"
 
 
 def engine_note(kind: str) -> Note | None:

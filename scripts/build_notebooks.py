@@ -415,13 +415,14 @@ concurrency: int = 16  # concurrent streams during the live dashboard
 duration_s: float = 20.0  # how long the dashboard's load runs
 kv_requests: int = 6  # requests per batch in the KV-cache section
 scale_to: int = 2  # decode workers after scaling
+scale_duration_s: float = 10.0  # how long the scaling section's load runs at each size
 """),
         code("""
 from gtcdemo import params
 from gtcdemo.demo import Show
 
 p = params.check(globals(), env=str, target=str, mode=str, recording=str, prompt=str, concurrency=int,
-                 duration_s=float, kv_requests=int, scale_to=int)
+                 duration_s=float, kv_requests=int, scale_to=int, scale_duration_s=float)
 show = Show(env, target, mode, recording or None)
 show.banner()
 """),
@@ -465,7 +466,7 @@ load runs before and after: more streams than one decode worker takes at once, s
 """),
         code("""
 with show.section("scaling"):
-    show.scale_decode(replicas=scale_to)
+    show.scale_decode(replicas=scale_to, duration_s=scale_duration_s)
 with show.section("restore"):
     show.restore()
 """),

@@ -295,6 +295,12 @@ def pvc_pending(ctx: Ctx) -> None:
         "model-nfs-pvc", "dynamo-workload", {"status": {"phase": "Pending"}})
 
 
+def delete_kai_queue(ctx: Ctx) -> None:
+    from kubernetes import client
+
+    client.CustomObjectsApi(ctx.api).delete_cluster_custom_object("scheduling.run.ai", "v2", "queues", "dynamo")
+
+
 DGD_CRD = "dynamographdeployments.nvidia.com"
 
 
@@ -577,6 +583,12 @@ CASES: list[Case] = [
                "envFromSecret of the DGD exists and raise DeploymentError naming the secret, the namespace and the "
                "kubectl create secret fix; today the DGD is applied and the pods fail later with "
                "CreateContainerConfigError"),
+    Case("cluster-kai-queue-missing", "cluster", "ClusterTarget.apply", delete_kai_queue, cluster_apply,
+         ("KAI queue dynamo does not exist", "nothing was applied"), ("nvidia.com/kai-scheduler-queue",),
+         ("deploy/helm/charts/platform/templates/kai.yaml", "name an existing queue"),
+         needs="cluster.py:ClusterTarget.apply — refuse before the dry run when the KAI queue the DGD names "
+               "(annotation nvidia.com/kai-scheduler-queue, default dynamo) does not exist: the 0.8 operator refuses "
+               "the DGD (grove.go ensureQueueExists) and `wait` would only see it fail"),
     Case("cluster-pvc-not-bound", "cluster", "ClusterTarget.apply", pvc_pending, cluster_apply,
          ("model-nfs-pvc", "Pending"), ("dynamo-workload",), ("Bound",),
          needs="cluster.py:ClusterTarget.apply — when the model PVC exists but is not Bound, refuse before the dry "

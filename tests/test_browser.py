@@ -116,11 +116,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield served
     finally:
         try:  # the server shuts its kernels down, then exits
-            urllib.request.urlopen(urllib.request.Request(f"{served.url}/api/shutdown?token={token}", method="POST"),
-                                   timeout=10)
-            proc.wait(timeout=30)
+            if proc.poll() is None:
+                urllib.request.urlopen(urllib.request.Request(f"{served.url}/api/shutdown?token={token}",
+                                                              method="POST"), timeout=10)
+                proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # make and the server (the kernels have sessions of their own)
             proc.wait(timeout=10)
         # Kernels run in their own sessions and exit when the server is gone (JPY_PARENT_PID).
         poll(lambda: not pids_mentioning(str(served.runtime)), timeout_s=30, what="the lab's kernels to exit")
@@ -128,7 +129,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         graph.teardown()
         assert graph.leftover_pids() == [], "the graph 02_deploy started is still running"
         after = fingerprint(project.NOTEBOOKS)
-        assert after == before, f"JupyterLab wrote into notebooks/: {sorted(set(after.items()) ^ set(before.items()))}"
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        assert changed == [], f"JupyterLab wrote into notebooks/: {changed}"
 
 
 @pytest.fixture
@@ -177,10 +179,10 @@ return {
     outputs: [...c.querySelectorAll('.jp-OutputArea-output')].map(o => o.getAttribute('data-mime-type')),
     images: [...c.querySelectorAll('.jp-OutputArea-output img')].map(i => [i.naturalWidth, i.naturalHeight]),
     tables: c.querySelectorAll('.jp-OutputArea-output table').length,
-    text: [...c.querySelectorAll('.jp-OutputArea-output')].map(o => o.innerText).join('\\n'),
+    text: [...c.querySelectorAll('.jp-OutputArea-output')].map(o => o.textContent).join('\\n'),
   })),
-  stderr: [...panel.querySelectorAll(arguments[0])].map(o => o.innerText),
-  errors: [...panel.querySelectorAll(arguments[1])].map(o => o.innerText),
+  stderr: [...panel.querySelectorAll(arguments[0])].map(o => o.textContent),
+  errors: [...panel.querySelectorAll(arguments[1])].map(o => o.textContent),
   page: document.body.innerText,
 };
 """
@@ -219,14 +221,16 @@ def open_and_run_all(driver: Any, lab: Lab, name: str, timeout_s: float) -> dict
 
 
 def screenshot(driver: Any, name: str) -> Path:
-    """The whole notebook area: the page is made as tall as the notebook's content for the shot, then put back."""
+    """The whole notebook area: the page is made as tall as the notebook's cells for the shot, then put back."""
     from selenium.webdriver.common.by import By
 
-    scroller = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer"
-    extra = js(driver, f"const o = document.querySelector('{scroller}'); return o.scrollHeight - o.clientHeight")
-    set_viewport(driver, HEIGHT + extra)
-    poll(lambda: js(driver, f"const o = document.querySelector('{scroller}'); "
-                            "return o.scrollHeight <= o.clientHeight + 1"), timeout_s=10, what="the page to grow")
+    # How far the last cell reaches below the bottom of the notebook's scroll area (scrolled to the top); the area
+    # also scrolls past the end, so its scrollHeight is no measure of the cells.
+    below = """const o = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+               o.scrollTop = 0; const cells = o.querySelectorAll('.jp-Cell');
+               return Math.ceil(cells[cells.length - 1].getBoundingClientRect().bottom - o.getBoundingClientRect().bottom);"""
+    set_viewport(driver, HEIGHT + max(0, js(driver, below)) + 16)
+    poll(lambda: js(driver, below) <= 0, timeout_s=10, what="the page to show the whole notebook")
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{Path(name).stem}.png"
     driver.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)").screenshot(str(path))

@@ -132,8 +132,9 @@ def test_load_progress_in_a_notebook_is_one_line_redrawn_not_stderr(tmp_path: Pa
     with socket.socket() as s:  # a port nothing listens on: every request fails fast, and is counted
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    source = ("from gtcdemo import load\n"
-              f"result = load.run('http://127.0.0.1:{port}', load.LoadSpec('m', concurrency=1, num_requests=3))\n"
+    source = ("from gtcdemo import load, modeldir\n"
+              "spec = load.LoadSpec(modeldir.SERVED_MODEL_NAME, concurrency=1, num_requests=3)\n"
+              f"result = load.run('http://127.0.0.1:{port}', spec)\n"
               "print(result.summary()['error_count'])")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()

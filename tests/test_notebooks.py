@@ -13,6 +13,7 @@ import pytest
 
 from gtcdemo import project
 from gtcdemo.local import LocalTarget
+from gtcdemo.results import RECORD_MIME, recorded_values
 
 NOTEBOOKS = sorted(project.NOTEBOOKS.glob("*.ipynb"))
 
@@ -56,31 +57,75 @@ def test_wrong_type_and_nonpositive_values_are_refused(tmp_path: Path) -> None:
                                    parameters={"timeout_s": "soon"}, kernel_name="python3", progress_bar=False)
 
 
+SECTIONS = ("status", "chat", "dashboard", "kv cache", "scaling", "restore")
+
+
+def shown(notebook: dict) -> list[tuple[str, str]]:
+    """What the audience saw after the banner, in order: (mimetype, content) of every output of the Show's cells."""
+    out = []
+    cells = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    first = next(i for i, c in enumerate(cells) if "show.banner()" in "".join(c["source"]))
+    for cell in cells[first + 1:]:
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "stream":
+                out.append((f"stream:{output['name']}", output["text"] if isinstance(output["text"], str)
+                            else "".join(output["text"])))
+                continue
+            data = output.get("data", {})
+            kind = next(k for k in (RECORD_MIME, "image/png", "text/html", "text/markdown", "text/plain") if k in data)
+            value = data[kind]
+            out.append((kind, json.dumps(value, sort_keys=True) if kind == RECORD_MIME else
+                        value if isinstance(value, str) else "".join(value)))
+    return out
+
+
+def test_the_demo_shows_no_test_checks_to_the_audience() -> None:
+    source = (project.NOTEBOOKS / "demo.ipynb").read_text()
+    assert "NBVAL_CHECK_OUTPUT" not in source and "sections ok" not in source
+
+
 def test_demo_replays_the_committed_recording_without_any_target(tmp_path: Path) -> None:
     out = tmp_path / "demo.ipynb"
     env = {**os.environ, "GTCDEMO_STATE": str(tmp_path / "no-state"), "KUBECONFIG": str(tmp_path / "none")}
     subprocess.run([sys.executable, "-m", "papermill", str(project.NOTEBOOKS / "demo.ipynb"), str(out),
                     "-k", "python3", "--cwd", str(tmp_path)], check=True, env=env, capture_output=True, timeout=300)
-    text = out.read_text()
-    assert "REPLAY: recorded" in text and "sections ok: True 6" in text
+    executed = json.loads(out.read_text())
+    assert "REPLAY: recorded" in out.read_text()
+    values = recorded_values(executed)
+    assert {name: values[name]["status"] for name in SECTIONS} == dict.fromkeys(SECTIONS, "ok")
+    assert values["summary"]["sections"] == dict.fromkeys(SECTIONS, "ok")
+    assert values["kv cache"]["unique_cached_tokens_per_request"] <= 32 < values["kv cache"][
+        "shared_cached_tokens_per_request"], "the committed recording must show the KV-cache effect"
+    assert values["scaling"]["step"] == [1, 2] and values["chat"]["simulated_engine_note"]
     assert not (tmp_path / "no-state").exists(), "replay must not touch a deployment"
 
 
 @pytest.mark.local
-def test_demo_live_on_the_local_graph_records_what_it_shows(graph: LocalTarget, tmp_path: Path) -> None:
+def test_demo_live_on_the_local_graph_records_what_it_shows_and_replays_it(graph: LocalTarget,
+                                                                           tmp_path: Path) -> None:
     recording = tmp_path / "recording"
     out = tmp_path / "demo.ipynb"
     papermill.execute_notebook(
         str(project.NOTEBOOKS / "demo.ipynb"), str(out), kernel_name="python3", progress_bar=False,
         parameters={"mode": "record", "recording": str(recording), "duration_s": 4.0, "concurrency": 4,
-                    "kv_requests": 3, "scale_to": 2})
-    text = out.read_text()
-    assert "LIVE: dev on local" in text and "sections ok: True 6" in text
+                    "kv_requests": 3, "scale_to": 2, "scale_duration_s": 3.0})
+    live = json.loads(out.read_text())
+    values = recorded_values(live)
+    assert "LIVE: dev on local" in out.read_text()
+    assert values["summary"]["sections"] == dict.fromkeys(SECTIONS, "ok")
+    assert values["scaling"]["step"] == [1, 2] and values["restore"]["status"] == "ok"
     for name in ("meta.json", "status.json", "chat.json", "dashboard/records.csv", "dashboard-window.csv",
-                 "kv_cache.csv", "scale.csv"):
+                 "kv_cache.csv", "kv_cache.json", "scale.csv", "scale.json", "restore.json"):
         assert (recording / name).is_file(), name
     assert len([p for p in graph.processes() if p["role"] == "decode"]) == 1  # restored after the scaling section
     replay = tmp_path / "replay.ipynb"
     papermill.execute_notebook(str(project.NOTEBOOKS / "demo.ipynb"), str(replay), kernel_name="python3",
                                progress_bar=False, parameters={"mode": "replay", "recording": str(recording)})
-    assert "REPLAY: recorded" in replay.read_text() and "sections ok: True 6" in replay.read_text()
+    replayed = json.loads(replay.read_text())
+    assert "REPLAY: recorded" in replay.read_text()
+    # Replay equals live: every table, figure (PNG bytes), streamed text, note and recorded value, in order.
+    seen, again = shown(live), shown(replayed)
+    assert [kind for kind, _ in seen] == [kind for kind, _ in again]
+    for (kind, a), (_, b) in zip(seen, again, strict=True):
+        assert a == b, f"the replay shows a different {kind}"
+    assert sum(kind == "image/png" for kind, _ in seen) >= 2 and sum(kind == "text/html" for kind, _ in seen) >= 6

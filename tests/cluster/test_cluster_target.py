@@ -73,7 +73,16 @@ def test_apply_creates_then_is_unchanged_and_never_touches_the_bound_pvc(target:
     assert "gtcdemo" in managers
     dgd = client.CustomObjectsApi(platform.api_client).get_namespaced_custom_object(
         "nvidia.com", "v1alpha1", NS, "dynamographdeployments", "gtc-demo")
-    assert dgd["spec"] == target.bundle.dgd["spec"]
+    assert _with_crd_defaults(target.bundle.dgd["spec"]) == dgd["spec"]
+
+
+def _with_crd_defaults(spec: dict) -> dict:
+    """The spec as the 0.8 CRD stores it: its schema defaults volumeMounts[].useAsCompilationCache to false."""
+    spec = copy.deepcopy(spec)
+    for svc in spec["services"].values():
+        for mount in svc.get("volumeMounts") or []:
+            mount.setdefault("useAsCompilationCache", False)
+    return spec
 
 
 def test_changed_engine_config_is_configured(target: ClusterTarget) -> None:
@@ -88,6 +97,9 @@ def test_changed_engine_config_is_configured(target: ClusterTarget) -> None:
 def test_pvc_is_created_when_absent(kube, kubelet) -> None:
     client.CoreV1Api(kube.api_client).create_namespaced_secret(
         NS, client.V1Secret(metadata=client.V1ObjectMeta(name="hf-token"), string_data={"HF_TOKEN": "x"}))
+    client.CustomObjectsApi(kube.api_client).create_cluster_custom_object(  # the DGD's KAI queue (apply checks it)
+        "scheduling.run.ai", "v2", "queues", {"apiVersion": "scheduling.run.ai/v2", "kind": "Queue",
+                                              "metadata": {"name": "dynamo"}, "spec": {}})
     target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
     result = target.apply()
     assert result.rows[0] == {"kind": "PersistentVolumeClaim", "name": "model-nfs-pvc", "action": "created"}
@@ -189,8 +201,9 @@ def test_happy_path_wait_sees_three_ready_pods_and_prints_adapters(target: Clust
     frame = ready.status.frame
     assert sorted(frame["service"]) == ["Frontend", "TrtllmDecodeWorker", "TrtllmPrefillWorker"]
     assert set(frame["phase"]) == {"Running"} and set(frame["ready"]) == {"1/1"}
-    adapters = ready.details[0].frame
-    assert sorted(adapters["name"]) == ["gtc-demo-trtllmdecodeworker", "gtc-demo-trtllmprefillworker"]
+    adapters = ready.details[0].frame  # 0.8: one per service unless scalingAdapter.disable (the Frontend's too)
+    assert sorted(adapters["name"]) == ["gtc-demo-frontend", "gtc-demo-trtllmdecodeworker",
+                                        "gtc-demo-trtllmprefillworker"]
     assert notes[-1].startswith("ready after")
     assert "DGDSAs of gtc-demo" in repr(ready)
 
@@ -277,7 +290,7 @@ def test_demo_status_shows_nodes_dgd_adapters_pods_pvcs(target: ClusterTarget, p
     nodes, dgd, adapters, pods, pvcs = (t.frame for t in overview.tables)
     assert len(nodes) == 5 and sorted(nodes["gpus"].tolist()).count("1") == 3
     assert dgd.loc[0, "state"] == "successful"
-    assert len(adapters) == 2 and len(pods[pods["name"].str.startswith("gtc-demo")]) == 3
+    assert len(adapters) == 3 and len(pods[pods["name"].str.startswith("gtc-demo")]) == 3
     assert pvcs.loc[0, "status"] == "Bound"
     assert "demo-status" in repr(overview) and "<table" in overview._repr_html_()
 
@@ -309,7 +322,12 @@ def test_scale_goes_through_the_dgdsa_scale_subresource(target: ClusterTarget, p
 
 
 def test_scale_without_an_adapter_patches_the_dgd(target: ClusterTarget, platform) -> None:
-    target.apply()
+    b = bundle_mod.load("dev")
+    b.services["Frontend"]["scalingAdapter"] = {"disable": True}  # 0.8: no DGDSA, the DGD owns the replicas
+    target.apply(b)
+    platform.operator.reconcile()
+    assert [a["metadata"]["name"] for a in target.adapters()] == ["gtc-demo-trtllmdecodeworker",
+                                                                  "gtc-demo-trtllmprefillworker"]
     result = target.scale("Frontend", 2)
     assert result.rows[0]["kind"] == "DynamoGraphDeployment"
     assert target.get_dgd()["spec"]["services"]["Frontend"]["replicas"] == 2
@@ -319,6 +337,17 @@ def test_scale_without_an_adapter_patches_the_dgd(target: ClusterTarget, platfor
         target.scale("Decoder", 1)
 
 
+def test_scale_before_the_operator_made_the_adapter_says_to_wait(target: ClusterTarget) -> None:
+    """0.8's adapter is on by default: the webhook refuses a direct edit even before the DGDSA exists."""
+    target.apply()  # no reconcile: no DGDSA yet
+    with pytest.raises(DeploymentError) as info:
+        target.scale("TrtllmDecodeWorker", 2)
+    message = str(info.value)
+    assert "scaling TrtllmDecodeWorker through the DGD is refused: admission webhook" in message
+    assert "no DGDSA gtc-demo-trtllmdecodeworker yet" in message
+    assert target.get_dgd()["spec"]["services"]["TrtllmDecodeWorker"]["replicas"] == 1
+
+
 def test_teardown_deletes_dgd_and_configmap_waits_for_pods_and_is_idempotent(target: ClusterTarget,
                                                                              platform) -> None:
     op = platform.operator
@@ -326,12 +355,9 @@ def test_teardown_deletes_dgd_and_configmap_waits_for_pods_and_is_idempotent(tar
     op.reconcile()
 
     def operator_cleans_up() -> None:
-        import time
+        from tests.conftest import poll
 
-        deadline = time.monotonic() + 30
-        while target.get_dgd() is not None:  # the operator notices the deletion
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        poll(op.deletion_requested, timeout_s=30, what="the DGD to be deleted")  # held by the operator's finalizer
         op.delete_dgd_pods()
 
     thread = in_background(operator_cleans_up)
@@ -550,12 +576,22 @@ def test_missing_kai_queue_fails_preflight_and_the_wait(kube, kubelet) -> None:
     assert queue_check["detail"].startswith("missing (queues: ") and "refuses to deploy" in queue_check["detail"]
     assert "deploy/helm/charts/platform/templates/kai.yaml" in queue_check["fix"]
     assert "nvidia.com/kai-scheduler-queue" in queue_check["fix"]
+    with pytest.raises(DeploymentError) as info:  # refused before anything is applied
+        target.apply()
+    assert "KAI queue dynamo does not exist: the Dynamo operator refuses to deploy the DGD" in str(info.value)
+    assert "templates/kai.yaml" in info.value.fix
+    assert target.get_dgd() is None
+
+
+def test_kai_queue_deleted_after_the_apply_fails_the_wait_at_once(target: ClusterTarget, platform) -> None:
     target.apply()
-    kube.operator.reconcile()
+    client.CustomObjectsApi(platform.api_client).delete_cluster_custom_object("scheduling.run.ai", "v2", "queues",
+                                                                              "dynamo")
+    platform.operator.reconcile()  # grove.go ensureQueueExists: the reconcile fails, the DGD is `failed`
     with pytest.raises(DeploymentError) as info:
         target.wait(timeout_s=600)
     assert info.value.problem.startswith("DGD gtc-demo failed: failed_to_reconcile_the_resources: ")
-    assert QUEUE_MISSING in str(info.value).splitlines()[0]
+    assert QUEUE_MISSING in info.value.problem.splitlines()[0]
 
 
 def test_preflight_finds_the_queue_and_the_operator_by_the_charts_labels(target: ClusterTarget, platform) -> None:

@@ -1,0 +1,111 @@
+"""The demo's sections as a presenter uses them: rehearse, then present on the same graph.
+
+Every demonstration must show its effect on every run (not only on a fresh graph), and a section that finds no
+graph must say so and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gtcdemo import localplan, project
+from gtcdemo.demo import Show
+from gtcdemo.errors import DeploymentError
+from gtcdemo.local import LocalTarget
+from gtcdemo.results import recorded_values
+
+SERVICE = "TrtllmDecodeWorker"
+
+
+def block_size(target: LocalTarget) -> int:
+    """The KV block size the workers run with (the engine config's, else TRT-LLM's default)."""
+    kv = target.bundle.engine_configs["prefill"].get("kv_cache_config") or {}
+    return int(kv.get("tokens_per_block", localplan.TRTLLM_TOKENS_PER_BLOCK))
+
+
+def processes_of(folder: Path) -> list[str]:
+    """Command lines of processes that name ``folder`` (a supervisor or anything it started reads its state)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(folder) in line and "ps -eo" not in line]
+
+
+def decode_workers(target: LocalTarget) -> int:
+    return sum(1 for p in target.processes() if p["service"] == SERVICE)
+
+
+@pytest.mark.local
+def test_the_kv_section_shows_its_effect_three_runs_in_a_row(graph: LocalTarget, tmp_path: Path) -> None:
+    show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
+    block = block_size(graph)
+    for run in range(3):
+        demo = show.kv_cache(requests=3, prompt_tokens=2000)
+        shared, unique = demo.table.loc["shared prefix"], demo.table.loc["unique prompts"]
+        assert unique["cached_tokens_per_request"] <= block, f"run {run}: unique prompts found in the cache"
+        assert unique["server_cached_tokens_per_request"] <= block, f"run {run}"
+        assert shared["cached_tokens_per_request"] >= 0.9 * demo.shared_prefix_tokens, f"run {run}: {demo.table}"
+        assert demo.priming["cached_tokens"] <= block, f"run {run}: the priming request found its prefix cached"
+
+
+@pytest.mark.local
+def test_scaling_shows_the_same_step_twice_and_restores(graph: LocalTarget, tmp_path: Path) -> None:
+    show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
+    for _ in range(2):
+        table = show.scale_decode(replicas=2, concurrency=8, duration_s=2.0)
+        assert list(table.index) == [1, 2] and (table["output tokens/s"] > 0).all()
+        show.restore()
+        assert decode_workers(graph) == 1
+    show.restore()  # nothing left to undo: changes nothing
+    assert decode_workers(graph) == 1
+
+
+@pytest.mark.local
+def test_scaling_starts_from_the_replicas_the_target_runs(graph: LocalTarget, tmp_path: Path) -> None:
+    """Two decode workers already running (a DGDSA, an earlier run): the step is 2 -> 1 and restore returns to 2."""
+    graph.scale(SERVICE, 2)
+    graph.wait(timeout_s=120)
+    try:
+        show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
+        table = show.scale_decode(replicas=1, concurrency=8, duration_s=2.0)
+        assert list(table.index) == [2, 1]
+        assert decode_workers(graph) == 1
+        show.restore()
+        assert decode_workers(graph) == 2
+    finally:
+        graph.scale(SERVICE, 1)
+        graph.wait(timeout_s=120)
+
+
+def test_local_scale_refuses_a_graph_that_is_not_running(make_local: Callable[..., LocalTarget],
+                                                          state_dir: Path) -> None:
+    target = make_local()  # torn down after the test, should scaling have started anything
+    before = processes_of(state_dir)
+    with pytest.raises(DeploymentError, match="not running: nothing to scale") as info:
+        target.scale(SERVICE, 2)
+    assert "gtcdemo up" in (info.value.fix or "")
+    assert processes_of(state_dir) == before == []
+    assert not state_dir.exists(), "scaling a stopped graph must leave nothing behind"
+
+
+def test_the_live_demo_without_a_graph_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    """Run All with mode=live and no graph: one line per section, and nothing started (restore included)."""
+    state, out = tmp_path / "state", tmp_path / "live.ipynb"
+    env = {**os.environ, "GTCDEMO_STATE": str(state), "GTCDEMO_OUT": str(tmp_path), "KUBECONFIG": str(tmp_path / "no")}
+    subprocess.run([sys.executable, "-m", "papermill", str(project.NOTEBOOKS / "demo.ipynb"), str(out), "-k",
+                    "python3", "-p", "mode", "live", "--cwd", str(tmp_path)], check=True, env=env,
+                   capture_output=True, timeout=300)
+    executed = json.loads(out.read_text())
+    values = recorded_values(executed)
+    for section in ("status", "chat", "dashboard", "kv cache", "scaling"):
+        assert values[section]["status"] == "failed", section
+    assert values["restore"] == {"status": "ok", "note": "nothing to restore: the scaling section changed nothing"}
+    shown = ["".join(o.get("data", {}).get("text/html", "")) for c in executed["cells"] for o in c.get("outputs", [])]
+    assert sum("no graph is running for dev on local" in html for html in shown) == 5  # one line per section
+    assert "Traceback" not in out.read_text()
+    assert not state.exists() and processes_of(state) == [], "the demo started something it was not asked to"
