@@ -1,14 +1,20 @@
 """Our load generator against NVIDIA AIPerf 0.13, on the same local graph and the same load, interleaved.
 
-Run: .venv/bin/python benchmarks/vs_aiperf.py [--rounds 4] [--requests-c1 40] [--requests-c64 320] [--keep DIR]
+Run: .venv/bin/python benchmarks/vs_aiperf.py [--rounds 3] [--requests-c1 40] [--requests-c64 320]
+                                              [--rates 4,16,32] [--open-seconds 12] [--keep DIR]
 
-Two scenarios, each run by both tools in turn (ours, aiperf, ours, aiperf...) so both see the same graph state:
-(a) concurrency 1 and (b) concurrency 64, ~200-token synthetic prompts, 32 output tokens (max_tokens + ignore_eos),
-the same warm-up count for both tools (excluded from the results). Both tools run as child processes, so their CPU
-is measured the same way: getrusage(RUSAGE_CHILDREN) around each run (the whole process tree: start-up, prompt
-making, the load, the report), plus the tree's CPU during the measured phase alone, from /proc samples.
-TTFT, request and output-token throughput are AIPerf's definitions in both tools. Numbers are printed, never
-asserted; the targets are printed beside the ratios.
+Scenarios, each run by both tools in turn, interleaved round by round (ours first in even rounds, AIPerf first in
+odd ones) so both see the same graph state:
+- closed loop: (a) concurrency 1 and (b) concurrency 64, ~200-token synthetic prompts, 32 output tokens;
+- open loop (Poisson arrivals, no concurrency cap in either tool): one scenario per rate in --rates (default 4, 16
+  and 32 req/s: well below, half of and near the local graph's capacity of ~36 req/s at this shape, measured at
+  concurrency 64), 512-token prompts, 128 output tokens, rate x --open-seconds requests per run.
+max_tokens + ignore_eos, the same warm-up count for both tools (excluded from the results). Both tools run as child
+processes, so their CPU is measured the same way: getrusage(RUSAGE_CHILDREN) around each run (the whole process
+tree: start-up, prompt making, the load, the report), plus the tree's CPU during the measured phase alone, from
+/proc samples. TTFT, ITL, request and output-token throughput are AIPerf's definitions in both tools; the delivered
+rate is (requests sent - 1) / (last send - first send) in both. Numbers are printed, never asserted; the targets
+are printed beside the ratios.
 
 AIPerf is installed only for this benchmark, in its own venv (${GTCDEMO_CACHE:-~/.cache/gtcdemo}/aiperf-venv),
 made on the first run. It loads the served model's local tokenizer folder, and only with HF_HUB_OFFLINE unset
@@ -40,8 +46,8 @@ from gtcdemo.local import LocalTarget, pvc_root
 
 AIPERF_VERSION = "0.13.0"
 ROOT = Path(__file__).resolve().parents[1]
-INPUT_TOKENS = 200
-OUTPUT_TOKENS = 32
+INPUT_TOKENS, OUTPUT_TOKENS = 200, 32             # closed-loop scenarios
+OPEN_INPUT_TOKENS, OPEN_OUTPUT_TOKENS = 512, 128  # open-loop scenarios (the shape issue 11 measured)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Our load generator in a child process (so its CPU is accounted exactly like AIPerf's): argv = spec JSON, base
@@ -55,6 +61,8 @@ rec = result.records
 ok = rec[rec["status"] == "ok"]
 end = rec["start"] + rec["latency_s"].fillna(0.0)
 doc = {"summary": result.summary(), "ttft_ms": (ok["ttft_s"] * 1000).tolist(),
+       "itl_ms": (ok["itl_s"].dropna() * 1000).tolist(),
+       "new_share": float(rec["new_connection"].astype("Float64").mean()) if len(rec) else None,
        "output_tokens": float(ok["output_tokens"].fillna(0).sum()),
        "cached_tokens_mean": result.summary()["cached_tokens_mean"],
        "window": [float(rec["start"].min()), float(end.max())] if len(rec) else None,
@@ -68,13 +76,25 @@ with open(sys.argv[3], "w") as handle:
 @dataclass(frozen=True)
 class Scenario:
     key: str
-    concurrency: int
     requests: int
     warmup: int
+    concurrency: int | None = None  # closed loop
+    rate: float | None = None       # open loop (Poisson, uncapped)
+
+    @property
+    def input_tokens(self) -> int:
+        return INPUT_TOKENS if self.rate is None else OPEN_INPUT_TOKENS
+
+    @property
+    def output_tokens(self) -> int:
+        return OUTPUT_TOKENS if self.rate is None else OPEN_OUTPUT_TOKENS
+
+    def load(self) -> str:
+        return f"concurrency {self.concurrency}" if self.rate is None else f"rate {self.rate:g} req/s (open loop)"
 
     def label(self) -> str:
-        return (f"({self.key}) concurrency {self.concurrency}, {self.requests} requests (+{self.warmup} warm-up), "
-                f"{INPUT_TOKENS} input tokens, {OUTPUT_TOKENS} output tokens")
+        return (f"({self.key}) {self.load()}, {self.requests} requests (+{self.warmup} warm-up), "
+                f"{self.input_tokens} input tokens, {self.output_tokens} output tokens")
 
 
 @dataclass
@@ -86,6 +106,9 @@ class Run:
     duration_s: float
     output_tokens: float
     ttft_ms: list[float]
+    itl_ms: list[float]    # per request: (latency - TTFT) / (output tokens - 1)
+    delivered: float | None  # (requests sent - 1) / (last send - first send)
+    new_share: float | None  # share of measured requests on a connection opened for them
     ttft_p50: float        # as the tool itself reports it
     ttft_p99: float
     request_throughput: float
@@ -95,7 +118,7 @@ class Run:
     cpu_measured_s: float | None  # the tree's CPU between first send and last response (/proc samples)
     wall_s: float
     in_flight: float | None = None  # mean requests in flight over the measured window: sum(latency) / duration
-    lag_ms: tuple[float, float] | None = None  # AIPerf: credit issued -> request sent, p50 and p99
+    lag_ms: tuple[float, float] | None = None  # AIPerf: credit issued -> sent; ours (open loop): due -> sent
     note: str = ""
 
 
@@ -262,8 +285,8 @@ def _tail(path: Path, lines: int = 40) -> str:
 def run_ours(base: str, model: str, sc: Scenario, rnd: int, seed: int, work: Path) -> Run:
     out = work / f"ours-{sc.key}-{rnd}.json"
     log = work / f"ours-{sc.key}-{rnd}.log"
-    spec = {"model": model, "concurrency": sc.concurrency, "num_requests": sc.requests,
-            "warmup_requests": sc.warmup, "input_tokens_mean": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
+    spec = {"model": model, "concurrency": sc.concurrency, "request_rate": sc.rate, "num_requests": sc.requests,
+            "warmup_requests": sc.warmup, "input_tokens_mean": sc.input_tokens, "output_tokens": sc.output_tokens,
             "seed": seed}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     code, cpu, wall, sampler = run_child([sys.executable, "-c", OURS_CHILD, json.dumps(spec), base, str(out)],
@@ -273,12 +296,14 @@ def run_ours(base: str, model: str, sc: Scenario, rnd: int, seed: int, work: Pat
     doc = json.loads(out.read_text())
     s = doc["summary"]
     window = doc["window"]
+    lag = (s["send_lag_ms"]["p50"], s["send_lag_ms"]["p99"])
     return Run(tool="ours", round=rnd, ok=s["ok_count"], errors=s["error_count"], duration_s=s["duration_s"],
-               output_tokens=doc["output_tokens"], ttft_ms=doc["ttft_ms"], ttft_p50=s["ttft_ms"]["p50"],
+               output_tokens=doc["output_tokens"], ttft_ms=doc["ttft_ms"], itl_ms=doc["itl_ms"],
+               delivered=s["delivered_rate"], new_share=doc["new_share"], ttft_p50=s["ttft_ms"]["p50"],
                ttft_p99=s["ttft_ms"]["p99"], request_throughput=s["request_throughput"],
                output_token_throughput=s["output_token_throughput"], cached_mean=doc["cached_tokens_mean"],
                cpu_s=cpu, cpu_measured_s=sampler.cpu_between(*window) if window else None, wall_s=wall,
-               in_flight=doc["in_flight"], note="; ".join(doc["errors"]))
+               in_flight=doc["in_flight"], lag_ms=lag if None not in lag else None, note="; ".join(doc["errors"]))
 
 
 def aiperf_command(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenario, seed: int,
@@ -287,13 +312,13 @@ def aiperf_command(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenar
         str(exe), "profile",
         "--model", model, "--tokenizer", str(tokenizer),
         "--endpoint-type", "chat", "--streaming", "--url", base,
-        "--concurrency", str(sc.concurrency), "--request-count", str(sc.requests),
-        "--warmup-request-count", str(sc.warmup),
+        *(["--concurrency", str(sc.concurrency)] if sc.rate is None else ["--request-rate", f"{sc.rate:g}"]),
+        "--request-count", str(sc.requests), "--warmup-request-count", str(sc.warmup),
         # One dataset entry per request: by default AIPerf makes request-count entries and its warm-up re-sends the
         # first ones in the measured phase, where they hit the prefix cache (lower TTFT than fresh prompts).
         "--num-dataset-entries", str(sc.requests + sc.warmup),
-        "--synthetic-input-tokens-mean", str(INPUT_TOKENS), "--synthetic-input-tokens-stddev", "0",
-        "--output-tokens-mean", str(OUTPUT_TOKENS),
+        "--synthetic-input-tokens-mean", str(sc.input_tokens), "--synthetic-input-tokens-stddev", "0",
+        "--output-tokens-mean", str(sc.output_tokens),
         "--extra-inputs", "ignore_eos:true",  # top level: Dynamo 1.6 rejects nvext.ignore_eos
         "--use-legacy-max-tokens",            # max_tokens, as ours sends (not max_completion_tokens)
         "--use-server-token-count",           # output tokens from `usage`, as ours counts them
@@ -315,7 +340,7 @@ def _aiperf_export(artifacts: Path) -> Path:
 
 
 def run_aiperf(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenario, rnd: int, seed: int,
-               work: Path) -> tuple[Run, list[str], float | None]:
+               work: Path) -> tuple[Run, list[str]]:
     artifacts = work / f"aiperf-{sc.key}-{rnd}"
     log = work / f"aiperf-{sc.key}-{rnd}.log"
     cmd = aiperf_command(exe, base, model, tokenizer, sc, seed, artifacts)
@@ -336,6 +361,8 @@ def run_aiperf(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenario, 
 
     # Per-request TTFTs and the measured window, from the per-record export (profiling phase only).
     ttfts: list[float] = []
+    itls: list[float] = []
+    reused: list[float] = []
     starts: list[int] = []
     ends: list[int] = []
     errors = 0
@@ -347,19 +374,27 @@ def run_aiperf(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenario, 
             continue
         starts.append(meta["request_start_ns"])
         ends.append(meta.get("request_end_ns") or meta["request_start_ns"])
-        ttft = (rec.get("metrics") or {}).get("time_to_first_token")
+        metrics = rec.get("metrics") or {}
+        ttft = metrics.get("time_to_first_token")
+        if "http_req_connection_reused" in metrics:
+            reused.append(float(metrics["http_req_connection_reused"]["value"]))
         if rec.get("error") or ttft is None:
             errors += 1
         else:
             ttfts.append(float(ttft["value"]))
+            if "inter_token_latency" in metrics:
+                itls.append(float(metrics["inter_token_latency"]["value"]))
     window = (min(starts) / 1e9, max(ends) / 1e9) if starts else None
     in_flight = (sum(e - s for s, e in zip(starts, ends, strict=True)) / (max(ends) - min(starts))
                  if starts and max(ends) > min(starts) else None)
     lag = (metric("credit_to_start_latency", "p50"), metric("credit_to_start_latency", "p99"))
     ok = int(metric("request_count") or len(ttfts))
     errors = max(errors, int(metric("error_request_count") or 0))
+    span = (max(starts) - min(starts)) / 1e9 if len(starts) >= 2 else 0.0
     run = Run(tool="aiperf", round=rnd, ok=ok, errors=errors, duration_s=metric("benchmark_duration") or 0.0,
-              output_tokens=metric("total_output_tokens") or 0.0, ttft_ms=ttfts,
+              output_tokens=metric("total_output_tokens") or 0.0, ttft_ms=ttfts, itl_ms=itls,
+              delivered=(len(starts) - 1) / span if span > 0 else None,
+              new_share=1 - float(np.mean(reused)) if reused else None,
               ttft_p50=metric("time_to_first_token", "p50"), ttft_p99=metric("time_to_first_token", "p99"),
               request_throughput=metric("request_throughput") or 0.0,
               output_token_throughput=metric("output_token_throughput") or 0.0,
@@ -367,7 +402,7 @@ def run_aiperf(exe: Path, base: str, model: str, tokenizer: Path, sc: Scenario, 
               cpu_measured_s=sampler.cpu_between(*window) if window else None, wall_s=wall,
               in_flight=in_flight, lag_ms=lag if None not in lag else None,
               note="; ".join(str(e)[:200] for e in export.get("error_summary") or [])[:300])
-    return run, cmd, metric("http_req_connection_reused")
+    return run, cmd
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -379,27 +414,38 @@ class Pooled:
     errors: int
     ttft_p50: float
     ttft_p99: float
+    itl_p50: float
     request_throughput: float
     output_token_throughput: float
+    delivered: float | None  # mean over runs, req/s
+    new_share: float | None  # mean over runs
     cpu_s: float           # mean per run
     cpu_measured_s: float | None
     cpu_ms_per_request: float
     in_flight: float | None
 
 
+def _pct(values: list[list[float]], q: float) -> float:
+    arr = np.concatenate([np.asarray(v, dtype=float) for v in values]) if values else np.array([])
+    return float(np.percentile(arr, q)) if arr.size else float("nan")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return float(np.mean(values)) if values and None not in values else None
+
+
 def pool(runs: list[Run]) -> Pooled:
     """All rounds of one tool in one scenario: percentiles over every request, rates over the summed durations."""
-    ttft = np.concatenate([np.asarray(r.ttft_ms, dtype=float) for r in runs])
     duration = sum(r.duration_s for r in runs)
     ok = sum(r.ok for r in runs)
-    measured = [r.cpu_measured_s for r in runs]
     return Pooled(ok=ok, errors=sum(r.errors for r in runs),
-                  ttft_p50=float(np.percentile(ttft, 50)) if ttft.size else float("nan"),
-                  ttft_p99=float(np.percentile(ttft, 99)) if ttft.size else float("nan"),
+                  ttft_p50=_pct([r.ttft_ms for r in runs], 50), ttft_p99=_pct([r.ttft_ms for r in runs], 99),
+                  itl_p50=_pct([r.itl_ms for r in runs], 50),
                   request_throughput=ok / duration if duration else 0.0,
                   output_token_throughput=sum(r.output_tokens for r in runs) / duration if duration else 0.0,
+                  delivered=_mean([r.delivered for r in runs]), new_share=_mean([r.new_share for r in runs]),
                   cpu_s=float(np.mean([r.cpu_s for r in runs])),
-                  cpu_measured_s=float(np.mean(measured)) if None not in measured else None,
+                  cpu_measured_s=_mean([r.cpu_measured_s for r in runs]),
                   cpu_ms_per_request=sum(r.cpu_s for r in runs) / max(ok, 1) * 1000,
                   in_flight=(sum(r.in_flight * r.duration_s for r in runs) / duration
                              if duration and all(r.in_flight is not None for r in runs) else None))
@@ -409,43 +455,48 @@ def _f(value: float | None, fmt: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, fmt)
 
 
-HEADER = (f"{'tool':<8}{'run':<8}{'ok':>5}{'err':>5}{'TTFT p50':>10}{'TTFT p99':>10}{'req/s':>9}{'out tok/s':>11}"
-          f"{'in':>7}{'cached':>8}{'CPU s':>8}{'CPU s':>9}{'wall s':>8}")
-HEADER2 = (f"{'':<8}{'':<8}{'':>5}{'':>5}{'ms':>10}{'ms':>10}{'':>9}{'':>11}{'flight':>7}{'tok/req':>8}{'(all)':>8}"
-           f"{'(meas.)':>9}{'':>8}")
+HEADER = (f"{'tool':<8}{'run':<8}{'ok':>5}{'err':>5}{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'sent':>8}"
+          f"{'req/s':>8}{'out tok/s':>11}{'in':>7}{'new':>6}{'CPU s':>8}{'CPU s':>9}{'wall s':>8}")
+HEADER2 = (f"{'':<8}{'':<8}{'':>5}{'':>5}{'ms':>10}{'ms':>10}{'ms':>9}{'req/s':>8}{'':>8}{'':>11}{'flight':>7}"
+           f"{'conn':>6}{'(all)':>8}{'(meas.)':>9}{'':>8}")
 
 
 def print_row(r: Run) -> None:
+    itl = float(np.median(r.itl_ms)) if r.itl_ms else None
     print(f"{r.tool:<8}{'round ' + str(r.round + 1):<8}{r.ok:>5}{r.errors:>5}{_f(r.ttft_p50, '.2f'):>10}"
-          f"{_f(r.ttft_p99, '.2f'):>10}{r.request_throughput:>9.2f}{r.output_token_throughput:>11.1f}"
-          f"{_f(r.in_flight, '.1f'):>7}{_f(r.cached_mean, '.1f'):>8}{r.cpu_s:>8.2f}"
-          f"{_f(r.cpu_measured_s, '.2f'):>9}{r.wall_s:>8.1f}"
+          f"{_f(r.ttft_p99, '.2f'):>10}{_f(itl, '.2f'):>9}{_f(r.delivered, '.2f'):>8}{r.request_throughput:>8.2f}"
+          f"{r.output_token_throughput:>11.1f}{_f(r.in_flight, '.1f'):>7}{_f(r.new_share, '.2f'):>6}"
+          f"{r.cpu_s:>8.2f}{_f(r.cpu_measured_s, '.2f'):>9}{r.wall_s:>8.1f}"
           + (f"   errors: {r.note}" if r.note else ""))
 
 
 def print_pooled(tool: str, p: Pooled) -> None:
-    print(f"{tool:<8}{'all':<8}{p.ok:>5}{p.errors:>5}{p.ttft_p50:>10.2f}{p.ttft_p99:>10.2f}"
-          f"{p.request_throughput:>9.2f}{p.output_token_throughput:>11.1f}{_f(p.in_flight, '.1f'):>7}{'':>8}"
-          f"{p.cpu_s:>8.2f}"
-          f"{_f(p.cpu_measured_s, '.2f'):>9}{'':>8}   (CPU: mean per run; {p.cpu_ms_per_request:.1f} ms/request)")
+    print(f"{tool:<8}{'all':<8}{p.ok:>5}{p.errors:>5}{p.ttft_p50:>10.2f}{p.ttft_p99:>10.2f}{p.itl_p50:>9.2f}"
+          f"{_f(p.delivered, '.2f'):>8}{p.request_throughput:>8.2f}{p.output_token_throughput:>11.1f}"
+          f"{_f(p.in_flight, '.1f'):>7}{_f(p.new_share, '.2f'):>6}{p.cpu_s:>8.2f}{_f(p.cpu_measured_s, '.2f'):>9}"
+          f"{'':>8}   (CPU: mean per run; {p.cpu_ms_per_request:.1f} ms/request)")
 
 
 def ratio_line(what: str, ours: float | None, theirs: float | None, target: str | None = None,
                met: bool | None = None) -> None:
-    if ours is None or theirs is None or not theirs:
-        print(f"  {what:<40} n/a")
+    if ours is None or theirs is None or not theirs or np.isnan(ours) or np.isnan(theirs):
+        print(f"  {what:<44} n/a")
         return
     verdict = f"   (target {target}: {'met' if met else 'NOT met'})" if target else ""
-    print(f"  {what:<40} {ours / theirs:6.3f}{verdict}")
+    print(f"  {what:<44} {ours / theirs:6.3f}{verdict}")
 
 
-def report(scenarios: list[Scenario], results: dict[str, dict[str, list[Run]]], reuse: dict[str, list[float]],
-           commands: dict[str, list[str]]) -> None:
-    print("\n" + "=" * 110)
+def _within(o: float, a: float, tolerance: float) -> bool:
+    return bool(a) and abs(o / a - 1) <= tolerance
+
+
+def report(scenarios: list[Scenario], results: dict[str, dict[str, list[Run]]], commands: dict[str, list[str]]) -> None:
+    print("\n" + "=" * 118)
     print("RESULTS (per run as each tool reports it; 'all' = every request of every round, percentiles by numpy)")
-    print("CPU s (all): the tool's whole process tree for the run (start-up, prompts, warm-up, load, report), from "
-          "getrusage(RUSAGE_CHILDREN).\nCPU s (meas.): the same tree between its first request sent and last "
-          "response received (/proc samples every 0.1 s).")
+    print("sent req/s: (requests sent - 1) / (last send - first send). new conn: share of requests on a connection "
+          "opened for them.\nCPU s (all): the tool's whole process tree for the run (start-up, prompts, warm-up, "
+          "load, report), from getrusage(RUSAGE_CHILDREN).\nCPU s (meas.): the same tree between its first request "
+          "sent and last response received (/proc samples every 0.1 s).")
     pooled: dict[str, dict[str, Pooled]] = {}
     for sc in scenarios:
         print(f"\n{sc.label()}")
@@ -460,22 +511,32 @@ def report(scenarios: list[Scenario], results: dict[str, dict[str, list[Run]]], 
             print_pooled(tool, pooled[sc.key][tool])
 
     print("\nin flight: mean requests in flight over the measured window, sum(latency) / duration (AIPerf calls "
-          "it effective concurrency).\nAIPerf's lag: credit issued by its timing manager -> request sent by its "
-          "worker (a wait inside the client, outside TTFT), p50 / p99 ms per run:")
+          "it effective concurrency).\nLag inside the client, p50 / p99 ms per run: AIPerf's credit issued by its "
+          "timing manager -> request sent by its worker;\nours (open loop): an arrival's due time -> request sent "
+          "(event loop, CPU). Both are outside TTFT.")
     for sc in scenarios:
-        lags = ", ".join(f"{r.lag_ms[0]:.1f} / {r.lag_ms[1]:.1f}" if r.lag_ms else "n/a"
-                         for r in results[sc.key]["aiperf"])
-        print(f"  ({sc.key}) {lags}")
+        for tool in ("ours", "aiperf"):
+            lags = ", ".join(f"{r.lag_ms[0]:.1f} / {r.lag_ms[1]:.1f}" if r.lag_ms else "n/a"
+                             for r in results[sc.key][tool])
+            print(f"  ({sc.key}) {tool:<7}{lags}")
     print("\nThe 'all' rows divide by first request sent -> last response received, in both tools (AIPerf's "
           "benchmark_duration);\nAIPerf's own per-run req/s divides by its phase window, which opens a few ms "
           "before its first request, so it reads slightly lower.")
     print("\nRATIOS ours / aiperf (from the 'all' rows)")
     for sc in scenarios:
         o, a = pooled[sc.key]["ours"], pooled[sc.key]["aiperf"]
-        print(f" ({sc.key}) concurrency {sc.concurrency}")
+        print(f" ({sc.key}) {sc.load()}")
+        if sc.rate is not None:
+            for tool, p in (("ours", o), ("aiperf", a)):
+                share = None if p.delivered is None else p.delivered / sc.rate
+                target = ("  (target >= 0.98: " + ("met)" if share is not None and share >= 0.98 else "NOT met)")
+                          if tool == "ours" else "  (informative: its Poisson draw is not conditioned on its count)")
+                print(f"  {'delivered / offered, ' + tool:<44} {_f(share, '6.3f')}{target}")
         for name, ov, av in (("TTFT p50", o.ttft_p50, a.ttft_p50), ("TTFT p99", o.ttft_p99, a.ttft_p99)):
-            ratio_line(name, ov, av, "within ±5%", abs(ov / av - 1) <= 0.05 if av else None)
-        if sc.concurrency >= 64:
+            ratio_line(name, ov, av, "within ±5%", _within(ov, av, 0.05))
+        ratio_line("ITL p50", o.itl_p50, a.itl_p50, "within ±3%" if sc.rate is not None else None,
+                   _within(o.itl_p50, a.itl_p50, 0.03))
+        if sc.concurrency is not None and sc.concurrency >= 64:
             ratio_line("request throughput", o.request_throughput, a.request_throughput, ">= 1.0",
                        o.request_throughput >= a.request_throughput)
         else:
@@ -485,14 +546,15 @@ def report(scenarios: list[Scenario], results: dict[str, dict[str, list[Run]]], 
         ratio_line("CPU, measured phase only (informative)", o.cpu_measured_s, a.cpu_measured_s)
 
     print("\nCONNECTIONS (both keep connections alive)")
-    print("  ours:   httpx, one shared AsyncClient; one keep-alive connection per in-flight slot (so at most "
-          "`concurrency` connections),\n          opened during the warm-up and reused for every later request "
-          "(gtcdemo.load._SlotTransport).")
+    print("  ours:   httpx, one shared AsyncClient; kept-alive connections in a free list, the least recently used "
+          "taken first (aiohttp's order);\n          one per request in flight at most, opened during the warm-up or "
+          "when every open one is busy (gtcdemo.load._SlotTransport).")
+    print("  aiperf: aiohttp connection pool ('--connection-reuse-strategy pooled', the default), least recently used "
+          "first (TCPConnector._get).")
+    print("  share of measured requests on a new connection, mean per run (ours / aiperf):")
     for sc in scenarios:
-        values = reuse.get(sc.key) or []
-        shown = ", ".join(_f(v, ".3f") for v in values) or "n/a"
-        print(f"  aiperf: ({sc.key}) aiohttp connection pool ('--connection-reuse-strategy pooled', the default); "
-              f"share of measured requests on a reused connection, per run: {shown}")
+        o, a = pooled[sc.key]["ours"], pooled[sc.key]["aiperf"]
+        print(f"  ({sc.key}) {_f(o.new_share, '.3f')} / {_f(a.new_share, '.3f')}")
     for key, cmd in commands.items():
         print(f"\nAIPerf command, scenario ({key}), round 1:\n  {shlex.join(cmd)}")
 
@@ -502,11 +564,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated request rates, got {text!r} (e.g. 4,32)") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be > 0 req/s, got {text!r} (e.g. 4,32)")
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per scenario (each: ours, then aiperf)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario (each: ours and aiperf)")
     parser.add_argument("--requests-c1", type=int, default=40, help="measured requests at concurrency 1")
     parser.add_argument("--requests-c64", type=int, default=320, help="measured requests at concurrency 64")
+    parser.add_argument("--rates", type=_rates, default=[4.0, 16.0, 32.0], help="open-loop rates, req/s")
+    parser.add_argument("--open-seconds", type=float, default=12.0,
+                        help="open loop: rate x this many measured requests per run")
     parser.add_argument("--keep", type=Path, help="keep the runs' logs, outputs and AIPerf artifacts in this folder")
     args = parser.parse_args()
 
@@ -514,10 +589,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops the graph and AIPerf like Ctrl-C does
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIGINT ignored)
     exe = ensure_aiperf()
-    scenarios = [Scenario("a", 1, args.requests_c1, 4), Scenario("b", 64, args.requests_c64, 64)]
+    scenarios = [Scenario("a", args.requests_c1, 4, concurrency=1),
+                 Scenario("b", args.requests_c64, 64, concurrency=64)]
+    scenarios += [Scenario(chr(ord("c") + i), max(2, round(rate * args.open_seconds)), 4, rate=rate)
+                  for i, rate in enumerate(args.rates)]
     t_start = time.perf_counter()
     results: dict[str, dict[str, list[Run]]] = {sc.key: {"ours": [], "aiperf": []} for sc in scenarios}
-    reuse: dict[str, list[float]] = {}
     commands: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="gtcdemo-vs-aiperf-") as tmp:
         work = args.keep.resolve() if args.keep else Path(tmp) / "runs"
@@ -538,18 +615,17 @@ def main() -> int:
                 print(f"\n{sc.label()}", flush=True)
                 for rnd in range(args.rounds):
                     seed = 100 * i + rnd
-                    ours = run_ours(base, model, sc, rnd, seed, work)
-                    results[sc.key]["ours"].append(ours)
-                    print(f"  round {rnd + 1} ours:   TTFT p50 {_f(ours.ttft_p50, '.2f')} ms, "
-                          f"{ours.request_throughput:.2f} req/s, CPU {ours.cpu_s:.2f} s, wall {ours.wall_s:.1f} s",
-                          flush=True)
-                    theirs, cmd, reused = run_aiperf(exe, base, model, tokenizer, sc, rnd, seed + 50, work)
-                    results[sc.key]["aiperf"].append(theirs)
-                    reuse.setdefault(sc.key, []).append(reused)
-                    commands.setdefault(sc.key, cmd)
-                    print(f"  round {rnd + 1} aiperf: TTFT p50 {_f(theirs.ttft_p50, '.2f')} ms, "
-                          f"{theirs.request_throughput:.2f} req/s, CPU {theirs.cpu_s:.2f} s, "
-                          f"wall {theirs.wall_s:.1f} s", flush=True)
+                    order = ("ours", "aiperf") if rnd % 2 == 0 else ("aiperf", "ours")
+                    for tool in order:
+                        if tool == "ours":
+                            r = run_ours(base, model, sc, rnd, seed, work)
+                        else:
+                            r, cmd = run_aiperf(exe, base, model, tokenizer, sc, rnd, seed + 50, work)
+                            commands.setdefault(sc.key, cmd)
+                        results[sc.key][tool].append(r)
+                        print(f"  round {rnd + 1} {tool + ':':<7} TTFT p50 {_f(r.ttft_p50, '.2f')} ms, "
+                              f"sent {_f(r.delivered, '.2f')} req/s, {r.request_throughput:.2f} req/s done, "
+                              f"CPU {r.cpu_s:.2f} s, wall {r.wall_s:.1f} s", flush=True)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping the graph", file=sys.stderr)
             return 130
@@ -558,7 +634,7 @@ def main() -> int:
             left = target.leftover_pids()
             if left:
                 print(f"WARNING: graph processes still alive after teardown: {left}", file=sys.stderr)
-    report(scenarios, results, reuse, commands)
+    report(scenarios, results, commands)
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s (graph start-up and teardown included)")
     return 0
 

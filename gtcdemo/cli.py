@@ -38,8 +38,25 @@ def _at_least_one(flag: str, example: str) -> Callable[[str], int]:
     return parse
 
 
+NOT_RUNNING_RC = 3  # `status` / `logs` of a deployment that is not running (as LSB's "program is not running")
+
+
 def _progress(message: str) -> None:
     print(f"  … {message}", file=sys.stderr, flush=True)
+
+
+def _not_running(target: object) -> GtcdemoError | None:
+    """The local target's "not running" error (what happened, and how to start it); None when it runs."""
+    if getattr(target, "kind", "") == "local" and not target.is_running():  # type: ignore[attr-defined]
+        return target.not_running()  # type: ignore[attr-defined]
+    return None
+
+
+def _context_limit(target: object) -> object:
+    from .engine_config import context_limit
+
+    bundle = target.bundle  # type: ignore[attr-defined]
+    return context_limit(bundle.engine_configs, bundle.served_model_name)
 
 
 def _target(args: argparse.Namespace):
@@ -85,7 +102,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(repr(_target(args).demo_status() if args.all else _target(args).status()))
+    target = _target(args)
+    print(repr(target.demo_status() if args.all else target.status()))
+    if (stopped := _not_running(target)) is not None:
+        print(stopped, file=sys.stderr)
+        return NOT_RUNNING_RC
     return 0
 
 
@@ -101,8 +122,19 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    for name, text in _target(args).logs(args.service, tail=args.tail).items():
+    from .errors import DeploymentError
+
+    target = _target(args)
+    services = target.bundle.services
+    if args.service is not None and args.service not in services:
+        raise DeploymentError(f"no service {args.service!r} in {target.bundle.name}", where="--service",
+                              fix=f"use one of {', '.join(services)}")
+    logs = target.logs(args.service, tail=args.tail)
+    for name, text in logs.items():
         print(f"==> {name} <==\n{text}\n")
+    if (stopped := _not_running(target)) is not None:  # the logs above, if any, are from its last run
+        print(f"{stopped}\n({'the logs above are from its last run' if logs else 'no logs'})", file=sys.stderr)
+        return NOT_RUNNING_RC
     return 0
 
 
@@ -117,11 +149,13 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_test_inference(args: argparse.Namespace) -> int:
-    from .inference import chat_completion
+    from .inference import chat_completion, refuse_beyond_context
 
     target = _target(args)
+    model, limit = target.bundle.served_model_name, _context_limit(target)
+    refuse_beyond_context(model, args.prompt, args.max_tokens, limit, where="--prompt / --max-tokens")
     with target.frontend() as url:
-        body = chat_completion(url, target.bundle.served_model_name, args.prompt, max_tokens=args.max_tokens)
+        body = chat_completion(url, model, args.prompt, max_tokens=args.max_tokens, context_limit=limit)
     print(json.dumps(body, indent=2))
     return 0
 
@@ -132,18 +166,25 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.requests is None and args.duration is None:
         args.requests = 100
     target = _target(args)
-    spec = load.LoadSpec(
-        model=target.bundle.served_model_name, concurrency=None if args.rate else args.concurrency,
-        request_rate=args.rate, max_concurrency=args.concurrency if args.rate else None,
+    open_loop = args.rate is not None
+    closed = 8 if args.concurrency is None else args.concurrency
+    spec = load.LoadSpec(  # open loop: capped only by an explicit --concurrency (as AIPerf's --concurrency)
+        model=target.bundle.served_model_name, concurrency=None if open_loop else closed,
+        request_rate=args.rate, max_concurrency=args.concurrency if open_loop else None,
+        connection_reuse=args.connection_reuse,
         num_requests=args.requests, duration_s=args.duration, warmup_requests=args.warmup,
         input_tokens_mean=args.input_tokens, input_tokens_std=args.input_tokens_std,
         output_tokens=args.output_tokens, shared_prefix_fraction=args.shared_prefix,
         slo_ttft_ms=args.slo_ttft_ms, slo_itl_ms=args.slo_itl_ms, seed=args.seed)
+    load.check_context(spec, _context_limit(target), where="--input-tokens / --output-tokens")
     with target.frontend() as url:
         if args.sweep:
             levels = [float(x) if args.rate else int(x) for x in args.sweep.split(",")]
             results = load.sweep(url, spec, levels, save_to=args.out)
             print(load.sweep_table(results).round(2).to_string(index=False))
+            for result in results:  # a level that fell short, or waited for the cap, says so under the table
+                if result.summary()["under_delivered"] or result.summary()["cap_waits"]:
+                    print(f"{result.spec.label()}: {result.delivery_note()}")
         else:
             print(repr(load.run(url, spec, save_to=args.out)))
     if args.out:
@@ -177,11 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                              ("wait", cmd_wait, "wait until the deployment is ready")):
         add(name, func, text).add_argument("--timeout", type=_positive("--timeout", "600"), default=600.0,
                                            help="seconds (default 600)")
-    add("status", cmd_status, "processes / pods of the deployment").add_argument(
+    add("status", cmd_status, "processes / pods of the deployment (exit status 3: not running)").add_argument(
         "--all", action="store_true", help="also nodes, DGD, DGDSAs and PVCs (same as demo-status)")
     add("demo-status", cmd_demo_status, "nodes, DGD, DGDSAs, pods and PVCs (the seed's demo-status)")
     add("preflight", cmd_preflight, "check everything the deployment needs, before applying anything")
-    logs = add("logs", cmd_logs, "recent log lines per process / pod")
+    logs = add("logs", cmd_logs, "recent log lines per process / pod (exit status 3: not running)")
     logs.add_argument("--service", help="only this service (e.g. TrtllmDecodeWorker)")
     logs.add_argument("--tail", type=_at_least_one("--tail", "20"), default=20)
     add("down", cmd_down, "stop and delete the deployment (the model PVC stays)")
@@ -192,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     ti.add_argument("--prompt", default="Say hello to the GTC audience.")
     ti.add_argument("--max-tokens", type=_at_least_one("--max-tokens", "32"), default=32)
     lg = add("load", cmd_load, "offer load (closed loop, or open loop with --rate) and print AIPerf's statistics")
-    lg.add_argument("--concurrency", type=int, default=8, help="closed loop; with --rate, the in-flight cap")
+    lg.add_argument("--concurrency", type=int,
+                    help="closed loop: requests in flight (default 8); with --rate: a cap on requests in flight "
+                         "(default: none; arrivals that find it reached wait, and the result says how long)")
     lg.add_argument("--rate", type=float, help="open loop: Poisson arrivals per second")
     lg.add_argument("--requests", type=int, help="measured requests (default 100 unless --duration)")
     lg.add_argument("--duration", type=float, help="seconds; stops at whichever of --requests/--duration first")
@@ -204,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--slo-ttft-ms", type=float)
     lg.add_argument("--slo-itl-ms", type=float)
     lg.add_argument("--seed", type=int, default=0)
+    lg.add_argument("--connection-reuse", choices=("pooled", "never"), default="pooled",
+                    help="AIPerf's policy: pooled = kept-alive connections (default), never = one per request")
     lg.add_argument("--sweep", help="comma-separated levels (concurrencies, or rates with --rate)")
     lg.add_argument("--out", help="folder for records.csv and summary.json")
     demo = add("demo", cmd_demo, "up, run the step notebooks headless into --out, down")

@@ -32,7 +32,7 @@ import httpx
 import pandas as pd
 
 from . import bundle as bundle_mod
-from . import project
+from . import engine_config, project
 from .errors import ConfigError, DeploymentError
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 from .target import BundleHolder
@@ -80,6 +80,9 @@ def load_settings(env: str) -> ClusterSettings:
     if not path.is_file():
         raise ConfigError(f"no cluster settings for env {env!r}", where=str(path),
                           fix="create it with kube_context = \"<context>\" (see manifests/dev/cluster.toml)")
+    for key, first, second in engine_config.duplicate_toml_keys(path.read_text())[:1]:  # tomllib names one line
+        raise ConfigError(f"key {key!r} is written twice (lines {first} and {second})", where=str(path),
+                          fix=f"keep one of the two lines (line {first} or {second})")
     try:
         values = tomllib.loads(path.read_text())
         return ClusterSettings(**values)
@@ -839,6 +842,14 @@ class ClusterTarget(BundleHolder):
                                   fix=f"use one of {', '.join(self.bundle.services)}")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise DeploymentError(f"replicas must be a whole number >= 0, got {replicas!r}", fix="e.g. 2")
+        live = self.get_dgd()
+        if live is None:  # scaling never deploys
+            raise DeploymentError(f"DGD {self.bundle.name} does not exist in {self.namespace} on {self.context}: "
+                                  "nothing to scale", where=f"{self.context}/{self.namespace}",
+                                  fix=f"start it: gtcdemo up --env {self.env} --target cluster")
+        services = copy.deepcopy(live.get("spec", {}).get("services") or self.bundle.services)
+        services.setdefault(service, copy.deepcopy(self.bundle.services[service]))["replicas"] = replicas
+        self._refuse_beyond_gpus(services, where=f"gtcdemo scale {service} {replicas}")
         adapter = _adapter_for(service, self.bundle.name, self.adapters())
         if adapter is not None:
             name = adapter["metadata"]["name"]
@@ -1031,7 +1042,8 @@ class ClusterTarget(BundleHolder):
                 f"manifests/{self.env}/20-dgd-{self.bundle.name}.yaml")
 
     def _gpu_checks(self, report: CheckReport) -> None:
-        """GPU nodes with the seed's label, enough allocatable GPUs, and the taint the workers tolerate."""
+        """GPU nodes with the seed's label, enough allocatable GPUs (in total, and on one node for the largest
+        pod), and the taint the workers tolerate."""
         from kubernetes.client.exceptions import ApiException
 
         key, _, value = self.settings.gpu_node_label.partition("=")
@@ -1041,25 +1053,52 @@ class ClusterTarget(BundleHolder):
         except ApiException as exc:
             report.add("GPU nodes", False, *(_refusal(exc, "list", "nodes") or ("?", "")))
             return
-        needed = sum(int(s.get("replicas", 1)) * int(str(((s.get("resources") or {}).get("limits") or {})
-                                                         .get("gpu", "0")) or 0) for s in self.bundle.services.values())
-        allocatable = sum(int((n.status.allocatable or {}).get("nvidia.com/gpu", "0")) for n in gpu_nodes)
+        needed, per_pod = gpus_requested(self.bundle.services)
+        per_node = [_allocatable_gpus(n) for n in gpu_nodes]
+        allocatable = sum(per_node)
         tainted = [n for n in gpu_nodes if any(t.key == taint_key and t.effect == taint_effect
                                                for t in n.spec.taints or [])]
-        report.add("GPU nodes", bool(gpu_nodes) and allocatable >= needed,
+        fits_a_node = per_pod <= max(per_node, default=0)
+        report.add("GPU nodes", bool(gpu_nodes) and allocatable >= needed and fits_a_node,
                    f"{len(gpu_nodes)} nodes labelled {key}={value}, {allocatable} allocatable nvidia.com/gpu, "
-                   f"the DGD needs {needed}",
+                   f"the DGD needs {needed}" + ("" if fits_a_node else
+                                                f"; a pod needs {per_pod}, more than any one node has"),
                    "add GPU nodes or lower the workers' replicas; check the NVIDIA device plugin / GPU operator")
         if gpu_nodes:
             report.add("GPU node taint", True if len(tainted) == len(gpu_nodes) else None,
                        f"{len(tainted)}/{len(gpu_nodes)} GPU nodes tainted {self.settings.gpu_taint}",
                        "untainted GPU nodes also take pods that need no GPU (the workers tolerate the taint)")
 
+    def _refuse_beyond_gpus(self, services: dict, where: str) -> None:
+        """Refuse, before anything is applied, GPU pods the GPU nodes (preflight's listing) can never all hold:
+        more GPUs than they have allocatable, or a pod needing more than any one node has. Credentials that may not
+        list nodes skip this, and so does a cluster with no node labelled as GPU nodes (a node pool scaled to zero,
+        or another label: preflight says so)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            nodes = self.core.list_node(label_selector=self.settings.gpu_node_label).items
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                return
+            raise self._api_error(exc, "listing the GPU nodes") from None
+        needed, per_pod = gpus_requested(services)
+        per_node = [_allocatable_gpus(n) for n in nodes]
+        if nodes and (needed > sum(per_node) or per_pod > max(per_node)):
+            raise DeploymentError(
+                f"the DGD's pods would request {needed} nvidia.com/gpu (at most {per_pod} in one pod), but the "
+                f"{len(nodes)} nodes labelled {self.settings.gpu_node_label} have {sum(per_node)} allocatable (at "
+                f"most {max(per_node, default=0)} on one node): pods beyond that stay Pending; nothing was applied",
+                where=where, fix="lower the workers' replicas to fit the GPUs, or add GPU nodes (`gtcdemo preflight "
+                                 "--target cluster` lists them)")
+
     def _refuse_missing_prerequisites(self) -> None:
         """What the API server would accept but the pods could never use: a missing secret, an unbound claim, a
         missing KAI queue (with KAI installed; a cluster without it, or credentials that may not read queues, pass)."""
         from kubernetes.client.exceptions import ApiException
 
+        self._refuse_beyond_gpus(self.bundle.services, where=f"manifests/{self.env} DGD {self.bundle.name}.spec."
+                                                             "services.*.replicas")
         queue_name = self._queue_name()
         try:
             self.custom.get_cluster_custom_object(KAI_GROUP, KAI_VERSION, KAI_QUEUES, queue_name)
@@ -1129,6 +1168,18 @@ class ClusterTarget(BundleHolder):
             return ("server-side dry run", False, f"{obj['kind']} {obj['metadata']['name']}: {_dynamic_message(exc)}",
                     "fix the field named above (the cluster's CRD or webhook refuses it)")
         return "server-side dry run", True, f"{len(self.bundle.objects)} objects accepted", ""
+
+
+def gpus_requested(services: dict) -> tuple[int, int]:
+    """GPUs the services' pods request in total (replicas x resources.limits.gpu), and the most one pod requests."""
+    per_pod = {name: int(str(((s.get("resources") or {}).get("limits") or {}).get("gpu", "0")) or 0)
+               for name, s in services.items()}
+    total = sum(int(s.get("replicas", 1)) * per_pod[name] for name, s in services.items())
+    return total, max((n for name, n in per_pod.items() if int(services[name].get("replicas", 1))), default=0)
+
+
+def _allocatable_gpus(node: Any) -> int:
+    return int((node.status.allocatable or {}).get("nvidia.com/gpu", "0"))
 
 
 def _content(obj: dict) -> dict:

@@ -7,6 +7,7 @@ key path and the fix, so a typo is caught at the desk rather than as a crash-loo
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import project
+from . import modeldir, project
 from .errors import ConfigError, ValidationErrors
 
 REQUIRED_ROLES = ("prefill", "decode")
@@ -165,15 +166,109 @@ def validate_values(values: dict, path: Path) -> list[ConfigError]:
     return errors
 
 
+# -- YAML and TOML with every key once -------------------------------------------------------------------------
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice: PyYAML would keep the second value and drop the first silently."""
+
+    def __init__(self, key: Any, path: str, first_line: int, second_line: int) -> None:
+        self.key, self.path, self.first_line, self.second_line = key, path, first_line, second_line
+        super().__init__(f"key {key!r} is written twice in one mapping (lines {first_line} and {second_line})")
+
+    def config_error(self, where: str) -> ConfigError:
+        return ConfigError(f"{self}: YAML would keep only the second value, silently", where=where,
+                           fix=f"keep one of the two lines (line {self.first_line} or {self.second_line})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (a merge key `<<` may still be overridden)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._document = node  # to name the key path of a duplicate
+        self._duplicates: list[DuplicateKeyError] = []
+        data = super().construct_document(node)
+        if self._duplicates:  # the one a reader meets first, whatever order the mappings were built in
+            raise min(self._duplicates, key=lambda d: (d.second_line, d.first_line))
+        return data
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+            self.flatten_mapping(node)  # puts the merged keys first; the mapping's own keys may override them
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value[len(node.value) - own:]:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool):
+                    continue
+                if key in seen:
+                    path = ".".join([*self._path_to(node), str(key)]).replace(".[", "[")
+                    self._duplicates.append(DuplicateKeyError(key, path, seen[key], key_node.start_mark.line + 1))
+                else:
+                    seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+    def _path_to(self, target: yaml.Node) -> list[str]:
+        def walk(node: yaml.Node, path: list[str]) -> list[str] | None:
+            if node is target:
+                return path
+            if isinstance(node, yaml.MappingNode):
+                children = [(str(k.value), v) for k, v in node.value]
+            elif isinstance(node, yaml.SequenceNode):
+                children = [(f"[{i}]", v) for i, v in enumerate(node.value)]
+            else:
+                return None
+            for name, child in children:
+                if (found := walk(child, [*path, name])) is not None:
+                    return found
+            return None
+        return walk(getattr(self, "_document", target), []) or []
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, refusing duplicate keys (DuplicateKeyError, a yaml.YAMLError)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_yaml_all(text: str) -> list[Any]:
+    """yaml.safe_load_all, refusing duplicate keys."""
+    return list(yaml.load_all(text, Loader=UniqueKeyLoader))  # noqa: S506 - a SafeLoader subclass
+
+
+_TOML_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_.-]+|\"[^\"]*\"|'[^']*')\s*=")
+
+
+def duplicate_toml_keys(text: str) -> list[tuple[str, int, int]]:
+    """(key, first line, second line) of each key a flat TOML file sets twice in one table.
+
+    tomllib refuses such a file but names only the second line ("Cannot overwrite a value (at line N ...)"); this
+    finds the first one too. Covers ``key = value`` lines and ``[table]`` headers (what cluster.toml uses)."""
+    seen: dict[str, int] = {}
+    out = []
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _TOML_TABLE.match(line):
+            table = header.group(1).strip() + "."
+            continue
+        if key := _TOML_KEY.match(line):
+            name = table + key.group(1).strip("\"'")
+            if name in seen:
+                out.append((name, seen[name], number))
+            else:
+                seen[name] = number
+    return out
+
+
 def parse(path: Path, role: str) -> EngineConfig:
-    """Read one engine config file, turning YAML syntax errors into located ConfigErrors."""
+    """Read one engine config file, turning YAML syntax errors and duplicate keys into located ConfigErrors."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at position {exc.start}",
                           where=_where(path, ""), fix="save the file as UTF-8") from None
     try:
-        values = yaml.safe_load(text)
+        values = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise exc.config_error(_where(path, exc.path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -213,6 +308,31 @@ def load(env: str, directory: Path | None = None) -> dict[str, EngineConfig]:
     if errors:
         raise ValidationErrors(errors)
     return configs
+
+
+@dataclass(frozen=True)
+class ContextLimit:
+    """The most tokens (prompt + output) one request may use, and where that number comes from."""
+
+    tokens: int
+    source: str
+
+
+def context_limit(configs: dict[str, EngineConfig] | None, model: str) -> ContextLimit | None:
+    """The context the engine enforces: the smallest ``max_seq_len`` of the engine configs (a request passes
+    through prefill and decode), else the model's ``max_position_embeddings``, TRT-LLM's default for
+    max_seq_len (the model folder's config.json: Llama-3.1-8B's geometry, gtcdemo/modeldir.py). None when
+    neither is known (another model)."""
+    limits = [(cfg.get("max_seq_len"), cfg.path) for cfg in (configs or {}).values()
+              if isinstance(cfg.get("max_seq_len"), int)]
+    if limits:
+        tokens, path = min(limits, key=lambda item: item[0])
+        return ContextLimit(tokens, f"max_seq_len in {_where(path, '')}")
+    if model == modeldir.SERVED_MODEL_NAME:
+        return ContextLimit(modeldir.LLAMA_31_8B_CONFIG["max_position_embeddings"],
+                            f"max_position_embeddings of {model}, TRT-LLM's max_seq_len when the engine config sets "
+                            "none")
+    return None
 
 
 def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:

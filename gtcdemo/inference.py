@@ -5,6 +5,7 @@ TTFT follows AIPerf: from sending the request to the first chunk carrying non-em
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import time
@@ -14,7 +15,9 @@ from typing import Any
 
 import httpx
 
-from .errors import DeploymentError
+from . import engine_config
+from .engine_config import ContextLimit
+from .errors import ConfigError, DeploymentError
 
 
 class InferenceError(DeploymentError):
@@ -59,9 +62,62 @@ def _raise_for(response: httpx.Response, url: str) -> None:
                              fix="4xx: check the model name and request; 5xx: check `gtcdemo logs`")
 
 
+def check_context(prompt_tokens: int, max_tokens: int, limit: ContextLimit | None, where: str,
+                  at_least: bool = False) -> None:
+    """Refuse a request whose prompt + output tokens exceed the model's context, before it is sent.
+
+    TRT-LLM refuses such a request on the cluster (its max_seq_len), later Dynamo frontends with HTTP 400 "This
+    model's maximum context length is N tokens..." (lib/llm/src/preprocessor.rs, validate_token_count, #6635), and
+    the local graph's mocker runs with the same --max-model-len (gtcdemo/localplan.py)."""
+    if limit is None or prompt_tokens + max_tokens <= limit.tokens:
+        return
+    prompt = f"{'at least ' if at_least else ''}{prompt_tokens} prompt"
+    raise ConfigError(f"this request needs {prompt} + {max_tokens} output = {prompt_tokens + max_tokens} tokens, "
+                      f"more than the model's context of {limit.tokens} tokens ({limit.source}): the engine refuses "
+                      "it", where=where,
+                      fix=f"shorten the prompt or lower max_tokens: prompt + output tokens at most {limit.tokens}")
+
+
+def _prompt_tokens(model: str, prompt: str | list[dict]) -> int | None:
+    """Tokens of the prompt's text with the model's tokenizer (the local model folder's, which the local frontend
+    uses; the chat template adds a few more). None when no tokenizer is at hand."""
+    from .load import default_tokenizer_path
+
+    text = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
+    try:
+        path = default_tokenizer_path(model)
+    except ConfigError:
+        return None
+    return len(_tokenizer(str(path)).encode(text, add_special_tokens=False).ids)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
+
+
+def refuse_beyond_context(model: str, prompt: str | list[dict], max_tokens: int, limit: ContextLimit | None,
+                          where: str = "prompt / max_tokens") -> None:
+    """Refuse a chat request beyond ``limit`` (default: the model's own context), counting the prompt's tokens
+    only when its bytes could exceed it."""
+    limit = limit or engine_config.context_limit(None, model)
+    if limit is None:
+        return
+    text = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
+    if len(text.encode()) + max_tokens <= limit.tokens:
+        return  # a token is at least one byte: it fits, no need to count
+    tokens = _prompt_tokens(model, prompt)
+    check_context(tokens or 0, max_tokens, limit, where=where, at_least=tokens is not None)
+
+
 def chat_completion(base_url: str, model: str, prompt: str | list[dict], *, max_tokens: int = 32,
-                    timeout_s: float = 60.0, ignore_eos: bool = False) -> dict:
-    """One unary chat completion, validated."""
+                    timeout_s: float = 60.0, ignore_eos: bool = False,
+                    context_limit: ContextLimit | None = None) -> dict:
+    """One unary chat completion, validated. A request beyond ``context_limit`` (default: the model's own
+    context) is refused before it is sent."""
+    refuse_beyond_context(model, prompt, max_tokens, context_limit)
     url = f"{base_url}/v1/chat/completions"
     try:
         response = httpx.post(url, json=_request(model, prompt, max_tokens, False, ignore_eos), timeout=timeout_s)
@@ -108,11 +164,14 @@ class StreamResult:
 
 def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_tokens: int = 32,
                 timeout_s: float = 60.0, ignore_eos: bool = False,
-                on_text: Callable[[str], None] | None = None, client: httpx.Client | None = None) -> StreamResult:
+                on_text: Callable[[str], None] | None = None, client: httpx.Client | None = None,
+                context_limit: ContextLimit | None = None) -> StreamResult:
     """One streaming chat completion; ``on_text`` sees each piece of text as it arrives.
 
-    With ``client`` the request reuses its kept-alive connection; without, it opens a new one.
+    With ``client`` the request reuses its kept-alive connection; without, it opens a new one. A request beyond
+    ``context_limit`` (default: the model's own context) is refused before it is sent.
     """
+    refuse_beyond_context(model, prompt, max_tokens, context_limit)
     url = f"{base_url}/v1/chat/completions"
     pieces: list[str] = []
     chunk_times: list[float] = []

@@ -75,7 +75,8 @@ def main(argv: list[str]) -> None:
         install_dynamo()
         install_apt()
     installed = install_releases()
-    print(f"gtcdemo: ai-dynamo {', '.join(installed)}" + ("" if argv else " and Prometheus") + " installed")
+    debian = "" if argv else f" and Debian's {', '.join(settings()['apt'])}"
+    print(f"gtcdemo: ai-dynamo {', '.join(installed)}{debian} installed")
 
 
 if __name__ == "__main__":

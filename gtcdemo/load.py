@@ -14,6 +14,11 @@ percentiles) are AIPerf's, so numbers compare with the tools people trust:
 Closed loop (``concurrency``) and open loop (``request_rate``, Poisson arrivals, optional ``max_concurrency``),
 warm-up excluded, synthetic prompts of an exact token length with an optional shared prefix (to make prefix
 caching and KV-aware routing visible). Errors are counted, never fatal; Ctrl-C keeps what was measured.
+
+An open loop reports the rate it offered and the rate that reached the server (sends per second), flags a run that
+delivered less than 95% of it, and says how many arrivals waited for ``max_concurrency`` and how long. Connections
+are AIPerf's: ``pooled`` (kept alive, the least recently used reused first, as aiohttp's pool) or ``never`` (one
+new connection per request).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import numpy as np
 import pandas as pd
@@ -47,7 +53,13 @@ from .errors import ConfigError, ValidationErrors
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 STAT_KEYS = tuple(f"p{p}" for p in PERCENTILES) + ("mean", "min", "max", "std")
 COLUMNS = ["index", "request_id", "start", "ttft_s", "latency_s", "itl_s", "input_tokens", "output_tokens",
-           "cached_tokens", "status", "http_status", "error"]
+           "cached_tokens", "status", "http_status", "error", "wait_s", "send_lag_s", "new_connection"]
+# Open loop, per request: wait_s = time its arrival waited for a free in-flight slot (max_concurrency; 0 when one
+# was free, NaN without a cap), send_lag_s = due time -> sent, beyond that wait (the client's own lateness);
+# both NaN in a closed loop. new_connection: the request opened the connection it went on.
+_DELIVERY_COLUMNS = ("wait_s", "send_lag_s", "new_connection")  # absent from results saved before they existed
+UNDER_DELIVERED = 0.95  # an open loop that delivered less than this share of its offered rate is flagged
+CONNECTION_REUSE = ("pooled", "never")  # AIPerf's --connection-reuse-strategy names
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens")
 # Identity encoding: the stream is read raw (no decompression layer), and SSE is not worth compressing.
 _HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "accept-encoding": "identity"}
@@ -89,6 +101,7 @@ class LoadSpec:
     slo_ttft_ms: float | None = None
     slo_itl_ms: float | None = None
     tokenizer: str | None = None  # tokenizer.json; default: the served model's, in the local model folder
+    connection_reuse: str = "pooled"  # AIPerf's: "pooled" (kept alive) or "never" (a new connection per request)
 
     def __post_init__(self) -> None:
         errors = [ConfigError(problem, where="LoadSpec", fix=fix) for problem, fix in self._problems()]
@@ -150,6 +163,9 @@ class LoadSpec:
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and value > 0):
                 out.append((f"{name} must be > 0 ms or None, got {value!r}", f"pass e.g. {name}=100"))
+        if self.connection_reuse not in CONNECTION_REUSE:
+            out.append((f"connection_reuse must be 'pooled' or 'never', got {self.connection_reuse!r}",
+                        "'pooled' keeps connections alive (AIPerf's default); 'never' opens one per request"))
         if self.tokenizer is not None and not isinstance(self.tokenizer, str | Path):
             out.append((f"tokenizer must be the path of a tokenizer.json, got {self.tokenizer!r}",
                         "pass the model's tokenizer.json, or None for the local model folder's"))
@@ -171,10 +187,11 @@ class LoadSpec:
         return self.concurrency if self.concurrency is not None else self.max_concurrency
 
     def label(self) -> str:
+        new = ", new connection per request" if self.connection_reuse == "never" else ""
         if self.concurrency is not None:
-            return f"concurrency {self.concurrency}"
+            return f"concurrency {self.concurrency}{new}"
         cap = f", max {self.max_concurrency} in flight" if self.max_concurrency else ""
-        return f"rate {self.request_rate:g}/s{cap}"
+        return f"rate {self.request_rate:g}/s{cap}{new}"
 
     def at_level(self, level: float) -> LoadSpec:
         """The same spec at another concurrency (closed loop) or request rate (open loop)."""
@@ -187,6 +204,16 @@ class LoadSpec:
             raise ConfigError(f"request_rate must be > 0 requests per second, got sweep level {level!r}",
                               where="sweep levels", fix="use numbers for an open-loop sweep")
         return dataclasses.replace(self, request_rate=float(level))
+
+
+def check_context(spec: LoadSpec, limit: Any = None, where: str = "LoadSpec.input_tokens_mean") -> None:
+    """Refuse, before anything is sent, a spec whose longest prompt + output exceeds the model's context (``limit``:
+    an engine_config.ContextLimit; default the model's own), which the engine would refuse request by request."""
+    from .engine_config import context_limit
+    from .inference import check_context as check_request
+
+    longest = max(1, int(math.ceil(spec.input_tokens_mean + 5 * spec.input_tokens_std)))  # as PromptSource draws
+    check_request(longest, spec.output_tokens, limit or context_limit(None, spec.model), where)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -272,6 +299,29 @@ class PromptSource:
     def body(self, index: int, phase: str = "run") -> bytes:
         """The JSON request body (ignore_eos at the top level: Dynamo 1.6 rejects nvext.ignore_eos)."""
         return (self._head + json.dumps(self.messages(index, phase)) + "}").encode()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The open-loop schedule
+# --------------------------------------------------------------------------------------------------------------
+def arrival_offsets(rate: float, num_requests: int | None, duration_s: float | None, seed: int) -> np.ndarray:
+    """When each open-loop request is due, in seconds from the start: Poisson arrivals at exactly ``rate``.
+
+    The first is due at once; the n - 1 gaps are AIPerf's (seeded exponential draws, ``aiperf/timing/
+    intervals.py``), rescaled to add up to (n - 1) / rate: a Poisson process conditioned on its count over that
+    span (the arrivals between the first and the last are sorted uniform draws). Why: unconditioned, 200 arrivals
+    miss their rate by +-7% (1/sqrt(n)) by chance alone, which would read as the client under- or over-delivering;
+    so a client that keeps this schedule delivers exactly ``rate`` = (requests - 1) / (last send - first send).
+    n is ``num_requests``, or rate x ``duration_s`` when that is fewer. The schedule never depends on the server:
+    an arrival that waits for a free in-flight slot moves no other arrival.
+    """
+    counts = [num_requests] if num_requests is not None else []
+    if duration_s is not None:
+        counts.append(max(1, round(rate * duration_s)))
+    n = min(counts)
+    rng = random.Random(f"gtcdemo-load:{seed}:arrivals")
+    ends = np.cumsum([0.0] + [rng.expovariate(1.0) for _ in range(n - 1)])
+    return ends * ((n - 1) / rate / ends[-1]) if n > 1 else ends
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -361,6 +411,38 @@ def summarize(records: pd.DataFrame, slo_ttft_ms: float | None = None, slo_itl_m
     }
 
 
+def delivery(records: pd.DataFrame, offered_rate: float | None, max_concurrency: int | None) -> dict:
+    """What reached the server against what was offered, and what the in-flight cap did.
+
+    ``delivered_rate`` counts sends, failed ones too (they reached the server): (requests - 1) / (last send - first
+    send). ``cap_waits`` is None without a cap; ``cap_wait_ms`` is over the arrivals that waited. ``send_lag_ms`` is
+    the client's own lateness after an arrival's due time (event loop, CPU), beyond any cap wait.
+    """
+    starts = records["start"].to_numpy(dtype=float) if len(records) else np.array([])
+    span = float(starts.max() - starts.min()) if starts.size >= 2 else 0.0
+    delivered = (starts.size - 1) / span if span > 0 else None
+    ratio = delivered / offered_rate if delivered is not None and offered_rate else None
+
+    def col(name: str) -> np.ndarray:
+        if name not in records or not len(records):
+            return np.array([])
+        return pd.to_numeric(records[name], errors="coerce").to_numpy(dtype=float)
+
+    waits = col("wait_s")
+    waited = waits[waits > 0]
+    lag = distribution(col("send_lag_s") * 1000)
+    new = records["new_connection"].dropna() if "new_connection" in records else pd.Series(dtype=bool)
+    return {
+        "offered_rate": offered_rate, "delivered_rate": delivered, "delivered_ratio": ratio,
+        "under_delivered": bool(ratio is not None and ratio < UNDER_DELIVERED),
+        "cap_waits": int(waited.size) if max_concurrency is not None else None,
+        "cap_wait_ms": {"p50": float(np.median(waited)) * 1000 if waited.size else None,
+                        "max": float(waited.max()) * 1000 if waited.size else None},
+        "send_lag_ms": {k: lag[k] for k in ("p50", "p99", "max")},
+        "new_connections": int(new.astype(bool).sum()) if len(new) else None,
+    }
+
+
 def records_frame(rows: Sequence[tuple]) -> pd.DataFrame:
     """Rows as the client records them (ITL left out) -> the records DataFrame, with AIPerf's ITL added."""
     base = [c for c in COLUMNS if c != "itl_s"]
@@ -369,8 +451,9 @@ def records_frame(rows: Sequence[tuple]) -> pd.DataFrame:
         frame[name] = pd.array(frame[name], dtype="Int64")
     frame["http_status"] = frame["http_status"].astype("int64")
     frame["index"] = frame["index"].astype("int64")
-    for name in ("start", "ttft_s", "latency_s"):
+    for name in ("start", "ttft_s", "latency_s", "wait_s", "send_lag_s"):
         frame[name] = frame[name].astype(float)
+    frame["new_connection"] = pd.array(frame["new_connection"], dtype="boolean")
     itl = itl_seconds(frame["latency_s"], frame["ttft_s"],
                       frame["output_tokens"].astype("Float64").to_numpy(dtype=float, na_value=np.nan))
     frame.insert(COLUMNS.index("itl_s"), "itl_s", np.where(frame["status"] == "ok", itl, np.nan))
@@ -400,8 +483,9 @@ class LoadResult:
             s = self.spec
             self._summary = {
                 "mode": s.mode, "concurrency": s.concurrency, "request_rate": s.request_rate,
-                "max_concurrency": s.max_concurrency,
+                "max_concurrency": s.max_concurrency, "connection_reuse": s.connection_reuse,
                 **summarize(self.records, s.slo_ttft_ms, s.slo_itl_ms),
+                **delivery(self.records, s.request_rate, s.max_concurrency),
                 "slo_ttft_ms": s.slo_ttft_ms, "slo_itl_ms": s.slo_itl_ms,
                 "started_at": self.started_at, "ended_at": self.ended_at, "interrupted": self.interrupted,
                 "cancelled_requests": self.cancelled_requests, "warmup_requests": self.warmup_requests_done,
@@ -442,6 +526,10 @@ class LoadResult:
             records[name] = records[name].fillna("")
         for name in _TOKEN_COLUMNS:
             records[name] = pd.array(records[name], dtype="Int64")
+        for name in _DELIVERY_COLUMNS:
+            if name not in records:  # saved before these columns existed
+                records[name] = np.nan
+        records["new_connection"] = pd.array(records["new_connection"], dtype="boolean")
         meta = doc["meta"]
         return cls(spec=LoadSpec(**doc["spec"]), records=records[COLUMNS], started_at=meta["started_at"],
                    ended_at=meta["ended_at"], interrupted=meta["interrupted"],
@@ -455,6 +543,24 @@ class LoadResult:
                 f"{flag}; {s['request_throughput']:.2f} req/s, {s['output_token_throughput']:.1f} output tok/s"
                 + (f", goodput {s['goodput']:.2f} req/s" if s["goodput"] is not None else ""))
 
+    def delivery_note(self) -> str:
+        """Open loop: offered vs delivered, flagged below 95%, and what the in-flight cap did; '' for a closed loop."""
+        s = self.summary()
+        if s["offered_rate"] is None:
+            return ""
+        delivered = "n/a" if s["delivered_rate"] is None else f"{s['delivered_rate']:.2f} req/s"
+        ratio = "" if s["delivered_ratio"] is None else f" ({s['delivered_ratio']:.2f}x)"
+        note = f"offered {s['offered_rate']:g} req/s, delivered {delivered}{ratio}"
+        if s["under_delivered"]:
+            note += f" UNDER-DELIVERED (below {UNDER_DELIVERED:.2f}x of the offered rate)"
+        if s["cap_waits"]:
+            wait = s["cap_wait_ms"]
+            note += (f"; {s['cap_waits']} of {s['requests']} arrivals waited for the in-flight cap of "
+                     f"{s['max_concurrency']} (p50 {wait['p50']:.0f} ms, max {wait['max']:.0f} ms)")
+        elif s["cap_waits"] == 0:
+            note += f"; in-flight cap of {s['max_concurrency']} never reached"
+        return note
+
     def __repr__(self) -> str:
         s = self.summary()
 
@@ -462,7 +568,9 @@ class LoadResult:
             value = s[metric][key]
             return "n/a" if value is None else f"{value:.2f}"
 
-        return (f"LoadResult({self._headline()}; TTFT p50 {fmt('ttft_ms', 'p50')} ms p99 {fmt('ttft_ms', 'p99')} ms; "
+        note = self.delivery_note()
+        return (f"LoadResult({self._headline()}; " + (f"{note}; " if note else "")
+                + f"TTFT p50 {fmt('ttft_ms', 'p50')} ms p99 {fmt('ttft_ms', 'p99')} ms; "
                 f"ITL p50 {fmt('itl_ms', 'p50')} ms; latency p50 {fmt('latency_ms', 'p50')} ms)")
 
     def _repr_html_(self) -> str:
@@ -473,7 +581,10 @@ class LoadResult:
         for metric in ("ttft_ms", "itl_ms", "latency_ms"):
             cells = "".join("<td>–</td>" if s[metric][k] is None else f"<td>{s[metric][k]:.2f}</td>" for k in keys)
             rows.append(f"<tr><th>{metric}</th>{cells}</tr>")
-        return (f"<div><p><b>{html.escape(self._headline())}</b></p><table><tr><th></th>{head}</tr>"
+        note = self.delivery_note()
+        colour = "#b00020" if s["under_delivered"] or s["cap_waits"] else "#333"
+        note_html = f"<p style='color:{colour}'>{html.escape(note)}</p>" if note else ""
+        return (f"<div><p><b>{html.escape(self._headline())}</b></p>{note_html}<table><tr><th></th>{head}</tr>"
                 f"{''.join(rows)}</table></div>")
 
 
@@ -539,9 +650,8 @@ def _final_usage(tail: bytes) -> dict | None:
 class _Released(httpx.AsyncByteStream):
     """A response stream that hands its connection slot back when closed (no extra layer per chunk)."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, free: list[httpx.AsyncHTTPTransport],
-                 slot: httpx.AsyncHTTPTransport) -> None:
-        self._stream, self._free, self._slot = stream, free, slot
+    def __init__(self, stream: httpx.AsyncByteStream, owner: _SlotTransport, slot: httpx.AsyncHTTPTransport) -> None:
+        self._stream, self._owner, self._slot = stream, owner, slot
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()  # the inner iterator itself: nothing added per chunk
@@ -551,42 +661,195 @@ class _Released(httpx.AsyncByteStream):
             await self._stream.aclose()
         finally:
             if self._slot is not None:
-                self._free.append(self._slot)
-                self._slot = None  # type: ignore[assignment]
+                slot, self._slot = self._slot, None
+                await self._owner.release(slot)
+
+
+NEW_CONNECTION = "gtcdemo.new_connection"  # response extension: True when the request opened its connection
+
+
+class _Protocol(asyncio.Protocol):
+    """One connection's bytes as the event loop delivers them: a queue of received pieces and who waits for them."""
+
+    def __init__(self) -> None:
+        self.pieces: deque[bytes] = deque()
+        self.eof = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future | None = None
+        self.drained: asyncio.Future | None = None  # set while the transport's write buffer is full
+
+    def _wake(self, future: asyncio.Future | None) -> None:
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self._wake(self.waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake(self.waiter)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof, self.error = True, exc
+        self._wake(self.waiter)
+        self._wake(self.drained)
+
+    def pause_writing(self) -> None:
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake(self.drained)
+        self.drained = None
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """httpcore's network stream on an asyncio transport, without a timeout scope per read or write.
+
+    Why: httpcore's default (anyio) stream enters a cancel scope and an exception map for every read, one read per
+    streamed token: that was ~30% of the client's CPU at 32 req/s here (4.3-5.1 s -> 3.4 s per 384 requests of 128
+    tokens). The request as a whole runs under ``asyncio.timeout(timeout_s)`` instead, and the connect keeps its own
+    timeout. Errors are httpcore's, so httpx maps them as before (ConnectError, ReadError, WriteError).
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        p = self._protocol
+        while not p.pieces:
+            if p.eof:
+                if p.error is not None:
+                    raise httpcore.ReadError(f"{type(p.error).__name__}: {p.error}")
+                return b""
+            p.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await p.waiter
+            finally:
+                p.waiter = None
+        piece = p.pieces.popleft()
+        if len(piece) > max_bytes:
+            p.pieces.appendleft(piece[max_bytes:])
+            piece = piece[:max_bytes]
+        return piece
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        self._transport.write(buffer)
+        if self._protocol.drained is not None:
+            await self._protocol.drained
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await asyncio.get_running_loop().start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname)
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            self._transport.close()
+            raise httpcore.ConnectError(f"TLS handshake failed: {exc}") from exc
+        return _Stream(transport, self._protocol)  # type: ignore[arg-type]
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":  # an idle connection that is readable was closed by the server
+            return bool(self._protocol.pieces) or self._protocol.eof
+        names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
+        return self._transport.get_extra_info(names[info]) if info in names else None
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    """Opens ``_Stream`` connections (TCP_NODELAY, as asyncio and uvloop set on every TCP connection)."""
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await asyncio.get_running_loop().create_connection(
+                    _Protocol, host, port, local_addr=(local_address, 0) if local_address else None)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return _Stream(transport, protocol)  # type: ignore[arg-type]
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("the load generator connects over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+_BACKEND = _Backend()
 
 
 class _SlotTransport(httpx.AsyncBaseTransport):
     """The shared client's connections, each in its own one-connection pool, lent to one request at a time.
 
-    Why: httpcore's pool (1.0.x) scans every connection, polling each idle socket, whenever a request starts or
-    ends. At 64 connections that cost ~10 ms of client CPU per request here, 5x the requests themselves, and made
+    Why slots: httpcore's pool (1.0.x) scans every connection, polling each idle socket, whenever a request starts
+    or ends. At 64 connections that cost ~10 ms of client CPU per request here, 5x the requests themselves, and made
     the 2-core client the bottleneck (~80 req/s instead of ~350). A free list is O(1) and keeps connections alive.
+
+    Why least recently used first (``pooled``, aiohttp's order: ``TCPConnector._get`` pops the oldest idle
+    connection, so AIPerf's default pool does this): a connection that received its last response less than ~40 ms
+    ago (Linux's minimum delayed-ACK time) is in delayed-ACK mode once the client sends on it again, and the
+    frontend's next small writes then wait for that ACK (Nagle: the frontend serves with ``axum::serve`` on a plain
+    tokio listener, no TCP_NODELAY, ``lib/llm/src/http/service/service_v2.rs``): its first token arrives up to
+    40 ms late. Taking the most recently freed connection did that to most open-loop requests (TTFT p50 62 ms
+    against AIPerf's 44 ms at 16 req/s); the oldest one has cooled down (45 ms). A closed loop reuses the
+    connection its previous request just freed either way (both tools see those 40 ms). ``never`` opens a new
+    connection per request and closes it after the response (AIPerf's ``never``).
     """
 
-    def __init__(self, verify: ssl.SSLContext) -> None:
-        self._free: list[httpx.AsyncHTTPTransport] = []
-        self._all: list[httpx.AsyncHTTPTransport] = []
+    def __init__(self, verify: ssl.SSLContext, reuse: str = "pooled") -> None:
+        self._free: deque[httpx.AsyncHTTPTransport] = deque()
+        self._all: set[httpx.AsyncHTTPTransport] = set()
+        self._last: dict[httpx.AsyncHTTPTransport, object] = {}  # slot -> the network stream it last used
         self._verify = verify  # one SSL context for all: making one loads the CA store (~35 ms)
+        self._reuse = reuse
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._free:
-            slot = self._free.pop()
+            slot = self._free.popleft()
         else:
             slot = httpx.AsyncHTTPTransport(verify=self._verify, limits=httpx.Limits(max_connections=1))
-            self._all.append(slot)
+            slot._pool = httpcore.AsyncConnectionPool(ssl_context=self._verify, max_connections=1,  # our streams
+                                                      network_backend=_BACKEND)
+            self._all.add(slot)
         try:
             response = await slot.handle_async_request(request)
         except BaseException:
-            self._free.append(slot)
+            await self.release(slot)
             raise
-        response.stream = _Released(response.stream, self._free, slot)  # type: ignore[arg-type]
+        stream = response.extensions.get("network_stream")  # a reconnect inside the slot is a new stream
+        response.extensions[NEW_CONNECTION] = stream is not self._last.get(slot)
+        self._last[slot] = stream
+        response.stream = _Released(response.stream, self, slot)  # type: ignore[arg-type]
         return response
 
+    async def release(self, slot: httpx.AsyncHTTPTransport) -> None:
+        """Back to the free list (``pooled``), or closed (``never``: the client closes, as AIPerf's force_close)."""
+        if self._reuse == "pooled":
+            self._free.append(slot)
+            return
+        self._all.discard(slot)
+        self._last.pop(slot, None)
+        with contextlib.suppress(Exception):
+            await slot.aclose()
+
     async def aclose(self) -> None:
-        for slot in self._all:
+        for slot in list(self._all):
             await slot.aclose()
         self._all.clear()
         self._free.clear()
+        self._last.clear()
 
 
 class _Runner:
@@ -601,17 +864,23 @@ class _Runner:
         self.t0_perf = time.perf_counter()
         self.t0_epoch = time.time()
 
-    async def one(self, index: int, phase: str) -> tuple:
-        """One streamed request -> (index, id, start, ttft, latency, in, out, cached, status, http, error)."""
+    async def one(self, index: int, phase: str, due: float | None = None, waited: float | None = None) -> tuple:
+        """One streamed request -> (index, id, start, ttft, latency, in, out, cached, status, http, error, wait,
+        send lag, new connection). ``due``: its arrival time (open loop); ``waited``: for a free in-flight slot.
+
+        The clock starts after the body is made and before a connection is taken (a new one's TCP handshake is
+        inside TTFT), as AIPerf's ``AioHttpClient._request`` starts it before ``session.request``.
+        """
         body = self.prompts.body(index, phase)
         ttft: float | None = None
-        code, rid, error, usage, done, n_content = 0, "", "", None, False, 0
+        code, rid, error, usage, done, n_content, new_conn = 0, "", "", None, False, 0, None
         t_send = time.perf_counter()
         t_last = t_send
         try:
             async with asyncio.timeout(self.spec.timeout_s), \
                     self.client.stream("POST", self.url, content=body, headers=_HEADERS) as resp:
                 code = resp.status_code
+                new_conn = resp.extensions.get(NEW_CONNECTION)
                 if code >= 400:
                     text = (await resp.aread())[:300].decode(errors="replace").strip()
                     error = f"HTTP {code}: {text}"
@@ -676,9 +945,10 @@ class _Runner:
         out_tokens = usage.get("completion_tokens", n_content if ttft is not None else None)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         status = "error" if error else "ok"
+        lag = None if due is None else t_send - due - (waited or 0.0)
         return (index, rid, self.t0_epoch + (t_send - self.t0_perf), ttft, t_last - t_send,
                 usage.get("prompt_tokens"), out_tokens, cached if cached is not None else (0 if usage else None),
-                status, code, error)
+                status, code, error, waited, lag, new_conn)
 
     def _keep(self, row: tuple, keep: bool) -> None:
         if keep:
@@ -711,33 +981,44 @@ class _Runner:
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def open(self, total: int | None, deadline: float | None) -> None:
-        """Poisson arrivals at ``request_rate`` (seeded), delayed while ``max_concurrency`` are in flight."""
+        """Poisson arrivals at ``request_rate`` (``arrival_offsets``), each on its own due time.
+
+        With ``max_concurrency``, an arrival that finds every slot taken waits for one (in arrival order) and the
+        wait is recorded; no other arrival moves. AIPerf 0.13 instead skips the tick (``RequestRateStrategy.
+        execute_phase``: ``try_issue_credit`` returns None, the request goes at the next tick that finds a slot),
+        which lowers the rate just the same and reports only the lower rate; a wait per arrival says how much the
+        cap held back, and every request still goes out as early as the cap allows.
+        """
         spec = self.spec
-        rng = random.Random(f"gtcdemo-load:{spec.seed}:arrivals")
+        offsets = arrival_offsets(spec.request_rate, total, spec.duration_s, spec.seed)  # type: ignore[arg-type]
         cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
         tasks: set[asyncio.Task] = set()
 
-        async def send(index: int) -> None:
+        async def send(index: int, due: float) -> None:
+            held, waited = False, None
             try:
-                self._keep(await self.one(index, "run"), True)
-            finally:
                 if cap is not None:
-                    cap.release()
+                    t_wait = time.perf_counter() if cap.locked() else None
+                    await cap.acquire()
+                    held = True
+                    waited = 0.0 if t_wait is None else time.perf_counter() - t_wait
+                self._keep(await self.one(index, "run", due, waited), True)
+            finally:
+                if held:
+                    cap.release()  # type: ignore[union-attr]
 
-        next_at = time.perf_counter()
-        index = 0
+        origin = time.perf_counter()
         try:
-            while (total is None or index < total) and (deadline is None or next_at < deadline):
-                delay = next_at - time.perf_counter()
+            for index, offset in enumerate(offsets.tolist()):
+                due = origin + offset
+                if deadline is not None and due >= deadline:
+                    break
+                delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if cap is not None:
-                    await cap.acquire()
-                task = asyncio.create_task(send(index))
+                task = asyncio.create_task(send(index, due))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                index += 1
-                next_at += rng.expovariate(spec.request_rate)  # type: ignore[arg-type]
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
@@ -801,6 +1082,7 @@ async def run_load(base_url: str, spec: LoadSpec, progress: bool = True,
     """
     if not isinstance(spec, LoadSpec):
         raise ConfigError(f"spec must be a LoadSpec, got {type(spec).__name__}", fix="pass LoadSpec(model, ...)")
+    check_context(spec)
     prompts = PromptSource(spec)
     url = base_url.rstrip("/") + "/v1/chat/completions"
     limit = spec.in_flight_limit
@@ -813,7 +1095,8 @@ async def run_load(base_url: str, spec: LoadSpec, progress: bool = True,
     runner: _Runner | None = None
     warmups = 0
     try:
-        async with httpx.AsyncClient(transport=_SlotTransport(verify), timeout=timeout) as client:
+        transport = _SlotTransport(verify, spec.connection_reuse)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
             runner = _Runner(client, url, spec, prompts, bar)
             try:
                 if spec.warmup_requests:
@@ -916,13 +1199,16 @@ def sweep(base_url: str, spec: LoadSpec, levels: Sequence[int | float], progress
 
 
 def sweep_table(results: Sequence[LoadResult]) -> pd.DataFrame:
-    """One row per level: the load, throughputs, errors and TTFT / ITL / latency p50, p90, p95, p99 (for plots)."""
+    """One row per level: the load, throughputs, errors, offered vs delivered (open loop) and TTFT / ITL / latency
+    p50, p90, p95, p99 (for plots)."""
     rows = []
     for r in results:
         s = r.summary()
         row = {"level": r.spec.level, "mode": s["mode"], "ok": s["ok_count"], "errors": s["error_count"],
                "request_throughput": s["request_throughput"], "output_token_throughput": s["output_token_throughput"],
-               "goodput": s["goodput"]}
+               "goodput": s["goodput"], "offered_rate": s["offered_rate"], "delivered_rate": s["delivered_rate"],
+               "delivered_ratio": s["delivered_ratio"], "under_delivered": s["under_delivered"],
+               "cap_waits": s["cap_waits"]}
         for metric in ("ttft_ms", "itl_ms", "latency_ms"):
             for key in ("p50", "p90", "p95", "p99"):
                 row[f"{metric}_{key}"] = s[metric][key]
@@ -930,5 +1216,5 @@ def sweep_table(results: Sequence[LoadResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["LoadResult", "LoadSpec", "PromptSource", "distribution", "itl_seconds", "meets_slos", "per_second",
-           "run", "run_duration", "run_load", "summarize", "sweep", "sweep_table"]
+__all__ = ["LoadResult", "LoadSpec", "PromptSource", "arrival_offsets", "delivery", "distribution", "itl_seconds",
+           "meets_slos", "per_second", "run", "run_duration", "run_load", "summarize", "sweep", "sweep_table"]

@@ -36,6 +36,11 @@ from .target import BundleHolder
 
 PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091, "nats": 4222, "nats-monitor": 8222}
 LOCK_TIMEOUT_S = 60.0
+PORT_RANGE = 200  # ports tried above each preferred one (pick_port)
+# Each process of the local graph (a Dynamo frontend or mocker: ~100-150 MB, a Python event loop that wakes every
+# scheduling step; Prometheus) needs a share of a core. Four per core keeps the 2-core minimum machine at 8: the
+# dev graph (4) plus a few scaled workers, still answering in time for `wait` and the load generator.
+MAX_PROCESSES_PER_CORE = 4
 INSTALL_DYNAMO = ('.venv/bin/pip install --no-deps "ai-dynamo==1.6.1" "ai-dynamo-runtime==1.6.1" '
                   '&& .venv/bin/pip install -e ".[local]"   (or simply: make setup)')
 INSTALL_PROMETHEUS = "apt-get update && apt-get install -y prometheus   (or simply: make setup)"
@@ -89,20 +94,50 @@ def _claim(port: int, owner: Path) -> bool:
     return False
 
 
-def release_claims(owner: Path) -> None:
+def claims_of(owner: Path) -> set[str]:
+    """The ports (claim file names) held for the deployment in ``owner``."""
+    held = set()
     for path in PORT_CLAIMS.glob("*") if PORT_CLAIMS.exists() else []:
         with contextlib.suppress(OSError):
             if Path(path.read_text()) == owner:
-                path.unlink()
+                held.add(path.name)
+    return held
+
+
+def release_claims(owner: Path, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Drop the deployment's port claims (but those in ``keep``: a running graph's, when a change failed)."""
+    for name in claims_of(owner) - set(keep):
+        with contextlib.suppress(OSError):
+            (PORT_CLAIMS / name).unlink()
+
+
+def check_capacity(b: bundle_mod.Bundle, where: str | None = None) -> None:
+    """Refuse, before anything is claimed or written, a graph this machine cannot hold: more processes than
+    MAX_PROCESSES_PER_CORE per core, or more than the PORT_RANGE ports each kind may use."""
+    cores = os.cpu_count() or 1
+    limit = MAX_PROCESSES_PER_CORE * cores
+    replicas = {name: int(svc.get("replicas", 1)) for name, svc in b.services.items()}
+    frontends = sum(n for name, n in replicas.items() if b.services[name].get("componentType") == "frontend")
+    total = sum(replicas.values()) + 1  # + Prometheus
+    service = max(replicas, key=lambda name: replicas[name])
+    at = where or f"manifests/{b.env} DGD {b.name}.spec.services.{service}.replicas"
+    if total > limit or frontends > PORT_RANGE or total - frontends > PORT_RANGE:
+        raise DeploymentError(
+            f"{service}: {replicas[service]} replicas make the local graph {total} processes (frontends, workers, "
+            f"Prometheus), more than it runs: at most {limit} processes on this machine ({MAX_PROCESSES_PER_CORE} "
+            f"per core x {cores} cores), and {PORT_RANGE} ports per kind ({PREFERRED_PORTS['frontend']}+ for "
+            f"frontends, {PREFERRED_PORTS['worker']}+ for workers); nothing was claimed or started", where=at,
+            fix=f"lower the replicas (at most {limit - total + replicas[service]} for {service} here), or rehearse "
+                "a bigger graph on the cluster target")
 
 
 def pick_port(preferred: int, taken: set[int], owner: Path | None = None) -> int:
     """``preferred`` when free (and, with ``owner``, claimed for it), else the next such port above it."""
-    for port in range(preferred, preferred + 200):
+    for port in range(preferred, preferred + PORT_RANGE):
         if port not in taken and _port_free(port) and (owner is None or _claim(port, owner)):
             taken.add(port)
             return port
-    raise DeploymentError(f"no free port in {preferred}-{preferred + 199} on 127.0.0.1",
+    raise DeploymentError(f"no free port in {preferred}-{preferred + PORT_RANGE - 1} on 127.0.0.1",
                           fix="stop other deployments (`gtcdemo down`) or free ports in that range")
 
 
@@ -197,6 +232,36 @@ class LocalTarget(BundleHolder):
     def is_running(self) -> bool:
         return self.supervisor_pid() is not None
 
+    def _left_behind(self) -> tuple[int | None, list[dict], int]:
+        """After a supervisor that died without stopping the graph (SIGKILL, OOM): its pid, the processes it
+        recorded that still run, and how many it recorded. (None, [], 0) when it stopped cleanly or never ran."""
+        info = self._read("supervisor.json") or {}
+        if not info.get("pid") or alive(info.get("pid"), info.get("starttime")):
+            return None, [], 0
+        recorded = [p for p in (self._read("state.json") or {}).get("processes", {}).values() if p.get("pid")]
+        return info["pid"], [p for p in recorded if alive(p["pid"], p.get("starttime"))], len(recorded)
+
+    def _state_note(self) -> str:
+        """What happened to a graph that is not running (empty when it was stopped, or never started)."""
+        pid, orphans, recorded = self._left_behind()
+        if pid is None:
+            return ""
+        note = f"its supervisor (pid {pid}) was killed or crashed; "
+        if orphans:
+            return note + "still running without it: " + ", ".join(
+                f"{p['name']} (pid {p['pid']}, {','.join(f'{k}:{v}' for k, v in p['ports'].items())})"
+                for p in orphans)
+        return note + f"its {recorded} processes stopped with it"
+
+    def not_running(self, doing: str = "") -> DeploymentError:
+        """The error of a command that needs the running graph: what happened, and how to start it."""
+        note = self._state_note()
+        fix = f"start it: gtcdemo up --env {self.env}"
+        if self._left_behind()[1]:
+            fix = f"stop them: gtcdemo down --env {self.env}; then {fix}"
+        return DeploymentError(f"{self.name} is not running{': ' + note if note else ''}{doing}",
+                               where=str(self.dir), fix=fix)
+
     @contextlib.contextmanager
     def lock(self, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         """Serialise commands that change this deployment (two `up`s, `up` and `down`...)."""
@@ -255,49 +320,68 @@ class LocalTarget(BundleHolder):
                 modeldir.ensure_model_dir(Path(mounts.local(args[args.index("--model-path") + 1])))
 
     def apply(self, bundle: bundle_mod.Bundle | None = None) -> ApplyResult:
-        """Apply the bundle: start the graph, or reconcile a running one; report created/configured/unchanged."""
+        """Apply the bundle: start the graph, or reconcile a running one; report created/configured/unchanged.
+
+        Everything that can be refused is checked first (the machine's capacity, dependencies, the release); a
+        failure after that leaves no port claim, and no state folder where there was none."""
         if bundle is not None:
             self._bundle = bundle
+        check_capacity(self.bundle)
         check_dependencies()
         release = self.release
         localplan.check_rehearsable(self.bundle)
+        existed = self.dir.exists()
         with self.lock():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            applied_dir = self.dir / "applied"
-            applied_dir.mkdir(exist_ok=True)
-            actions = []
-            for obj in self.bundle.objects:
-                path = applied_dir / f"{obj['kind']}-{obj['metadata']['name']}.json"
-                before = json.loads(path.read_text()) if path.exists() else None
-                action = "created" if before is None else "unchanged" if before == obj else "configured"
-                if obj["kind"] == "PersistentVolumeClaim" and before is not None:
-                    action = "unchanged"  # an existing claim is never modified (as on the cluster)
-                else:
-                    write_json(path, obj)
-                actions.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "action": action})
-            self._materialise()
-            previous = self._read("plan.json")
-            ports = self._ports(previous)
-            specs = localplan.plan(self.bundle, state_dir=self.dir, pvc_root=pvc_root(), ports=ports, release=release,
-                                   kv_bytes_per_token=modeldir.kv_bytes_per_token())
-            specs.append(localplan.prometheus_spec(self.dir, ports["prometheus"], shutil.which("prometheus") or ""))
-            procs = []
-            for spec in specs:
-                record = asdict(spec)
-                record["digest"] = spec.digest()
-                record["log"] = str(self.dir / "logs" / f"{spec.name}.log")
-                procs.append(record)
-            plan = {"procs": procs, "prometheus_config": localplan.prometheus_config(self.bundle, specs)}
-            write_json(self.dir / "plan.json", plan)
-            pid = self.supervisor_pid()
-            if pid and previous != plan:
-                os.kill(pid, signal.SIGHUP)
-                note = f"running graph reconciled (supervisor pid {pid})"
-            elif pid:
-                note = f"already running (supervisor pid {pid}): nothing to change"
+            held = claims_of(self.dir)
+            try:
+                return self._apply_locked(release)
+            except BaseException:
+                if self.is_running():
+                    release_claims(self.dir, keep=held)  # the running graph keeps its own ports
+                elif not (self.dir / "supervisor.json").exists():  # nothing started: leave nothing behind
+                    release_claims(self.dir)
+                    if not existed:
+                        shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+
+    def _apply_locked(self, release: release_mod.Release) -> ApplyResult:
+        if not self.is_running():
+            self._stop_recorded()  # what a dead supervisor left running would hold the ports
+        previous = self._read("plan.json")
+        ports = self._ports(previous)
+        applied_dir = self.dir / "applied"
+        specs = localplan.plan(self.bundle, state_dir=self.dir, pvc_root=pvc_root(), ports=ports, release=release,
+                               kv_bytes_per_token=modeldir.kv_bytes_per_token())
+        specs.append(localplan.prometheus_spec(self.dir, ports["prometheus"], shutil.which("prometheus") or ""))
+        applied_dir.mkdir(exist_ok=True)
+        actions = []
+        for obj in self.bundle.objects:
+            path = applied_dir / f"{obj['kind']}-{obj['metadata']['name']}.json"
+            before = json.loads(path.read_text()) if path.exists() else None
+            action = "created" if before is None else "unchanged" if before == obj else "configured"
+            if obj["kind"] == "PersistentVolumeClaim" and before is not None:
+                action = "unchanged"  # an existing claim is never modified (as on the cluster)
             else:
-                self._start_supervisor()
-                note = f"graph started (supervisor pid {self.supervisor_pid()}, state in {self.dir})"
+                write_json(path, obj)
+            actions.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "action": action})
+        self._materialise()
+        procs = []
+        for spec in specs:
+            record = asdict(spec)
+            record["digest"] = spec.digest()
+            record["log"] = str(self.dir / "logs" / f"{spec.name}.log")
+            procs.append(record)
+        plan = {"procs": procs, "prometheus_config": localplan.prometheus_config(self.bundle, specs)}
+        write_json(self.dir / "plan.json", plan)
+        pid = self.supervisor_pid()
+        if pid and previous != plan:
+            os.kill(pid, signal.SIGHUP)
+            note = f"running graph reconciled (supervisor pid {pid})"
+        elif pid:
+            note = f"already running (supervisor pid {pid}): nothing to change"
+        else:
+            self._start_supervisor()
+            note = f"graph started (supervisor pid {self.supervisor_pid()}, state in {self.dir})"
         return ApplyResult(target=self.name, rows=actions, note=note)
 
     def _start_supervisor(self) -> None:
@@ -352,20 +436,24 @@ class LocalTarget(BundleHolder):
         return len(targets) == expected and all(t["health"] == "up" for t in targets)
 
     def status(self) -> StatusTable:
-        """Processes in the shape of ``kubectl get pods``."""
+        """Processes in the shape of ``kubectl get pods``; a graph that is not running says what happened, and
+        lists what a dead supervisor left running (phase Orphaned)."""
         now = time.time()
         rows = []
-        for p in self.processes():
-            ready = self._healthy(p)
+        running = self.is_running()
+        for p in self.processes() if running else self._left_behind()[1]:
+            ready = running and self._healthy(p)
             rows.append({
                 "name": p["name"], "service": p["service"], "role": p["role"], "replica": p["replica"],
-                "pid": p["pid"] or "", "phase": p["phase"], "ready": "1/1" if ready else "0/1",
-                "restarts": p["restarts"], "age": _age(now - (p["created_at"] or now)),
+                "pid": p["pid"] or "", "phase": p["phase"] if running else "Orphaned",
+                "ready": "1/1" if ready else "0/1", "restarts": p["restarts"],
+                "age": _age(now - (p["created_at"] or now)),
                 "ports": ",".join(f"{k}:{v}" for k, v in p["ports"].items()),
             })
         columns = ["name", "service", "role", "replica", "pid", "phase", "ready", "restarts", "age", "ports"]
-        running = "running" if self.is_running() else "not running"
-        return StatusTable(title=f"{self.name}: {running}", frame=pd.DataFrame(rows, columns=columns))
+        note = self._state_note()
+        state = "running" if running else f"not running: {note}" if note else "not running"
+        return StatusTable(title=f"{self.name}: {state}", frame=pd.DataFrame(rows, columns=columns))
 
     def logs(self, service: str | None = None, tail: int = 20) -> dict[str, str]:
         """The last ``tail`` lines of each process's log (of one service when given)."""
@@ -379,12 +467,16 @@ class LocalTarget(BundleHolder):
         return out
 
     def frontend_url(self) -> str:
+        if not self.is_running():
+            raise self.not_running()
         procs = [p for p in self.processes() if p["role"] == "frontend"]
         if not procs:
             raise DeploymentError(f"no frontend is running for {self.name}", fix="run `gtcdemo up` (or 02_deploy)")
         return f"http://{localplan.LOOPBACK}:{procs[0]['ports']['http']}"
 
     def prometheus_url(self) -> str:
+        if not self.is_running():
+            raise self.not_running()
         procs = [p for p in self.processes() if p["role"] == "prometheus"]
         if not procs:
             raise DeploymentError(f"no Prometheus is running for {self.name}", fix="run `gtcdemo up` (or 02_deploy)")
@@ -470,8 +562,7 @@ class LocalTarget(BundleHolder):
         last_note = ""
         while True:
             if not self.is_running():
-                raise DeploymentError(f"{self.name} is not running", fix="run `gtcdemo up` (or notebook 02_deploy)",
-                                      where=str(self.dir))
+                raise self.not_running()
             procs = self.processes()
             # A process that exited and is not (yet) back: a recovered crash of long ago must not fail every wait.
             crashed = [p for p in procs if p["last_exit_code"] is not None and p["phase"] != "Running"]
@@ -513,20 +604,31 @@ class LocalTarget(BundleHolder):
 
     # -- scale and teardown -------------------------------------------------------------------------------------------
     def scale(self, service: str, replicas: int) -> ApplyResult:
-        """Change one service's replicas (what the DGDSA does on the cluster) and reconcile."""
+        """Change one service's replicas (what the DGDSA does on the cluster) and reconcile.
+
+        Refused, with nothing claimed or written, when the graph is not running (scaling never deploys) or when
+        the machine cannot hold the result (check_capacity)."""
         if service not in self.bundle.services:
             raise DeploymentError(f"no service {service!r} in {self.bundle.name}",
                                   fix=f"use one of {', '.join(self.bundle.services)}")
-        if replicas < 0:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise DeploymentError(f"replicas must be >= 0, got {replicas}", fix="pass a whole number >= 0")
-        if not self.is_running():  # scaling never deploys: apply() would start the whole graph
-            raise DeploymentError(f"{self.name} is not running: nothing to scale", where=str(self.dir),
-                                  fix=f"start it first: gtcdemo up --env {self.env}")
-        self.bundle.services[service]["replicas"] = replicas
-        return self.apply()
+        if not self.is_running():
+            raise self.not_running(": nothing to scale")
+        svc = self.bundle.services[service]
+        before = svc.get("replicas", 1)
+        svc["replicas"] = replicas
+        try:
+            check_capacity(self.bundle, where=f"gtcdemo scale {service} {replicas}")
+            return self.apply()
+        except BaseException:
+            svc["replicas"] = before  # this target keeps describing what runs
+            raise
 
     def teardown(self, timeout_s: float = 30.0) -> ApplyResult:
         """Stop exactly this deployment's processes (also after the process that started them died)."""
+        if not self.dir.exists():  # never deployed here: nothing to stop, and no state folder to create
+            return ApplyResult(target=self.name, rows=[])
         with self.lock():
             rows = []
             pid = self.supervisor_pid()
@@ -538,15 +640,7 @@ class LocalTarget(BundleHolder):
                     time.sleep(0.05)
                 if self.supervisor_pid():
                     os.kill(pid, signal.SIGKILL)
-            # Orphans of a supervisor that was killed: stop the recorded process groups (pid reuse checked).
-            orphans = [p for p in state.get("processes", {}).values() if alive(p.get("pid"), p.get("starttime"))]
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                for p in orphans:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p["pid"], sig)
-                deadline = time.monotonic() + 8
-                while any(alive(p["pid"], p["starttime"]) for p in orphans) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+            self._stop_recorded(state)
             for path in sorted((self.dir / "applied").glob("*.json")) if (self.dir / "applied").exists() else []:
                 obj = json.loads(path.read_text())
                 if obj["kind"] == "PersistentVolumeClaim":
@@ -557,6 +651,18 @@ class LocalTarget(BundleHolder):
                 (self.dir / name).unlink(missing_ok=True)
             release_claims(self.dir)
         return ApplyResult(target=self.name, rows=rows)
+
+    def _stop_recorded(self, state: dict | None = None) -> None:
+        """Stop the recorded process groups still alive (pid reuse checked): what a killed supervisor left."""
+        state = state if state is not None else self._read("state.json") or {}
+        orphans = [p for p in state.get("processes", {}).values() if alive(p.get("pid"), p.get("starttime"))]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p["pid"], sig)
+            deadline = time.monotonic() + 8
+            while any(alive(p["pid"], p["starttime"]) for p in orphans) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def leftover_pids(self) -> list[int]:
         """Processes of this deployment still alive (for tests and `down` checks)."""

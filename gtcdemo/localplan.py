@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import bundle as bundle_mod
 from . import release as release_mod
 from .errors import ConfigError
+from .modeldir import LLAMA_31_8B_CONFIG
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,8 +91,9 @@ def mocker_settings(config: dict, kv_bytes_per_token: int) -> dict[str, Any]:
         settings["--max-num-seqs"] = config["max_batch_size"]
     if "max_num_tokens" in config:
         settings["--max-num-batched-tokens"] = config["max_num_tokens"]
-    if "max_seq_len" in config:
-        settings["--max-model-len"] = config["max_seq_len"]
+    # TRT-LLM refuses a request beyond max_seq_len, which defaults to the model's max_position_embeddings; the
+    # mocker enforces no length unless told (its --help: "When omitted, no model-length limit is enforced").
+    settings["--max-model-len"] = config.get("max_seq_len", LLAMA_31_8B_CONFIG["max_position_embeddings"])
     if "enable_chunked_prefill" in config:
         chunked = config["enable_chunked_prefill"]
         settings["--enable-chunked-prefill" if chunked else "--no-enable-chunked-prefill"] = None

@@ -10,12 +10,14 @@ It is the only writer of ``state.json``, which the CLI, notebooks and tests read
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +29,22 @@ STOP_GRACE_S = 8.0
 # The local graph downloads nothing (HF_HUB_OFFLINE=1): the caller's Hugging Face token stays out of its processes.
 SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN"}
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec must not import
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """What a child runs between fork and exec: unblock the supervisor's signals, and ask the kernel to SIGKILL it
+    when its parent dies (PR_SET_PDEATHSIG), so a supervisor killed by anything (SIGKILL, the OOM killer) takes its
+    graph with it instead of leaving processes serving on their ports. The setting survives execve (gtcdemo.release
+    execs the 0.8 programs) and fires when the *thread* that forked exits: the supervisor forks from its only
+    thread. A parent already gone before the call is caught by the getppid check."""
+    def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 def proc_starttime(pid: int) -> int | None:
@@ -108,8 +126,7 @@ class Supervisor:
                   if not k.startswith(("DYN_", "GTCDEMO_SUPERVISOR")) and k not in SECRET_ENV}, **spec["env"]}
         child.popen = subprocess.Popen(
             spec["argv"], env=env, stdin=subprocess.DEVNULL, stdout=child.log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.dir,
-            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS),
+            start_new_session=True, cwd=self.dir, preexec_fn=_die_with(os.getpid()),
         )
         child.starttime = proc_starttime(child.popen.pid)
         child.started_at = time.time()

@@ -382,6 +382,47 @@ display(Table("The load run's TTFT by clock", comparison.rename(columns={
     "client_ms": "client (ms)", "server_ms": "frontend (ms)", "gap_ms": "client − frontend (ms)"})))
 clocks
 """),
+        md("""
+## Open loop: the rate offered, the rate delivered, and which connection a request takes
+
+The run above is a closed loop (a fixed number of requests in flight). An open loop offers requests at a rate,
+Poisson arrivals whatever the server does (`LoadSpec(request_rate=...)`), and its result says what reached the
+server: offered and delivered rate, flagged UNDER-DELIVERED below 95%. An in-flight cap (`max_concurrency`) is off
+unless set; when it binds, the arrivals that find it reached wait for a slot, and the result says how many waited
+and for how long.
+
+Which kept-alive connection a request reuses matters, for the reason in the table above: a connection whose last
+response ended less than ~40 ms ago is in delayed-ACK mode, so the next first token on it waits for that ACK.
+Taking the connection freed last put most open-loop requests there (measured on this graph at 16 req/s, 512 → 128
+tokens: TTFT p50 62.7 ms against AIPerf's 44.0 ms; requests on a connection idle under 40 ms ~80 ms, idle longer
+~45 ms). The load generator takes the connection idle longest, as AIPerf's pool (aiohttp) does: 44.8 ms, and within
+5% of AIPerf since (`benchmarks/vs_aiperf.py`). `connection_reuse="never"`, AIPerf's other policy, opens a new
+connection per request (44.2 ms there). Both policies at the same rate, TTFT split by whether the request's
+connection was new:
+"""),
+        code("""
+import pandas as pd
+
+open_runs = {}
+with tgt.frontend() as url:
+    for policy in ("pooled", "never"):
+        open_spec = load.LoadSpec(model=model, request_rate=8.0, num_requests=40, warmup_requests=2,
+                                  input_tokens_mean=input_tokens, output_tokens=output_tokens, connection_reuse=policy)
+        open_runs[policy] = load.run(url, open_spec, progress=False)
+rows = {}
+for policy, result in open_runs.items():
+    s, ok = result.summary(), result.records[result.records["status"] == "ok"]
+    fresh = ok["new_connection"].fillna(False).astype(bool)
+    rows[policy] = {"offered (req/s)": s["offered_rate"], "delivered (req/s)": s["delivered_rate"],
+                    "on a new connection": int(fresh.sum()), "TTFT p50 (ms)": s["ttft_ms"]["p50"],
+                    "TTFT p50, new connection (ms)": ok.loc[fresh, "ttft_s"].median() * 1000,
+                    "TTFT p50, reused connection (ms)": ok.loc[~fresh, "ttft_s"].median() * 1000}
+display(*open_runs.values())
+Table("Open loop at 8 req/s: AIPerf's two connection policies", pd.DataFrame(rows).T.rename_axis("policy"),
+      "pooled: kept-alive connections, the one idle longest first; never: a new connection per request")
+"""),
+        check('print("never: a new connection per request:", bool(open_runs["never"].records["new_connection"].all()))',
+              "never: a new connection per request: True\n"),
         md("## Throughput vs TTFT p95 (a sweep over concurrency)"),
         code("""
 sweep_spec = load.LoadSpec(model=model, concurrency=sweep_levels[0], num_requests=sweep_requests, warmup_requests=2,

@@ -65,6 +65,7 @@ def make_ctx(tmp: Path, monkeypatch: pytest.MonkeyPatch, kube: Any = None) -> Ct
     root.mkdir()
     for name in ("engine-configs", "manifests"):
         shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "pyproject.toml", root)  # the Dynamo release pins (gtcdemo/release.py reads them)
     state = tmp / "state"
     monkeypatch.setattr(project, "ROOT", root)
     monkeypatch.setattr(project, "ENGINE_CONFIGS", root / "engine-configs")
@@ -101,6 +102,63 @@ def stop_anything(state_root: Path) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     kill(record["pid"], signal.SIGKILL)
         release_claims(folder)
+
+
+# What a running graph's supervisor and processes write on their own; everything else in the state folder only a
+# command changes.
+VOLATILE = ("state.json", "supervisor.log", "logs", "prometheus", "discovery")
+
+
+def local_state(state: Path) -> dict[str, Any]:
+    """The local target's footprint: state files a command writes, port claims and processes of this state root."""
+    from gtcdemo.local import PORT_CLAIMS
+    from gtcdemo.supervisor import alive
+
+    files = {}
+    for path in sorted(state.rglob("*")) if state.exists() else []:
+        rel = path.relative_to(state)
+        if any(part in VOLATILE or part.startswith(".") for part in rel.parts[1:]):
+            continue
+        files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "folder"
+    claims = {}
+    for path in sorted(PORT_CLAIMS.glob("*")) if PORT_CLAIMS.exists() else []:
+        with contextlib.suppress(OSError):
+            if path.read_text().startswith(str(state)):
+                claims[path.name] = path.read_text()
+    processes = set()
+    for folder in state.iterdir() if state.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            for p in json.loads((folder / "state.json").read_text())["processes"].values():
+                if alive(p.get("pid"), p.get("starttime")):
+                    processes.add((p["pid"], p["name"]))
+    for proc in Path("/proc").iterdir():  # whatever names the state folder (supervisors, Prometheus...)
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and str(state).encode() in (proc / "cmdline").read_bytes():
+                processes.add((int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")[-2].decode()[-60:]))
+    return {"files": files, "port claims": claims, "processes": processes}
+
+
+def start_graph(ctx: Ctx) -> None:
+    """A running dev graph in the row's state folder (what `gtcdemo up` leaves)."""
+    from gtcdemo.local import LocalTarget
+
+    target = LocalTarget("dev")
+    target.apply()
+    target.wait(timeout_s=180)
+
+
+def kill_supervisor(ctx: Ctx) -> None:
+    """The running graph's supervisor killed with SIGKILL, as the OOM killer would; its children must follow."""
+    from gtcdemo.local import LocalTarget
+    from gtcdemo.supervisor import alive
+    from tests.conftest import poll
+
+    start_graph(ctx)
+    target = LocalTarget("dev")
+    children = [p for p in json.loads((target.dir / "state.json").read_text())["processes"].values()]
+    os.kill(target.supervisor_pid(), signal.SIGKILL)
+    poll(lambda: not any(alive(p["pid"], p["starttime"]) for p in children), timeout_s=20,
+         what="the graph's processes to stop after their supervisor was killed (they keep serving, orphaned)")
 
 
 # -- how a row breaks its input ------------------------------------------------------------------------------------
@@ -301,6 +359,13 @@ def delete_kai_queue(ctx: Ctx) -> None:
     client.CustomObjectsApi(ctx.api).delete_cluster_custom_object("scheduling.run.ai", "v2", "queues", "dynamo")
 
 
+def cluster_deployed(ctx: Ctx) -> None:
+    """The bundle applied to the test API server (the objects go with the API server fixture)."""
+    from gtcdemo.cluster import ClusterTarget
+
+    ClusterTarget("dev", kubeconfig=str(ctx.kubeconfig)).apply()
+
+
 DGD_CRD = "dynamographdeployments.nvidia.com"
 
 
@@ -367,6 +432,12 @@ NEEDS_CLI_NUMBERS = ("cli.py:build_parser — give --timeout (up, wait, demo) an
 NEEDS_UNREFERENCED_KEY = ("bundle.py:validate_dgd — report every ConfigMap key that no worker's --extra-engine-args "
                           "references (where=<DGD>.spec.services, naming the key, fix: point the worker's "
                           "--extra-engine-args at /engine-configs/<key> or remove engine-configs/<env>/<key>)")
+
+NOT_RUNNING = "dev-gtc-demo (local) is not running"
+STATE_FOLDER = "state/dev-gtc-demo"
+START_IT = "start it: gtcdemo up --env dev"
+LONG_DGD = "gtc-demo-disaggregated-serving-of-llama-3-1-8b-instruct-for-keynote-26"  # 70 characters
+LONG_SERVICE = "TrtllmDecodeWorkerForTheGtcKeynoteDemo"  # 38 + len("gtc-demo") = 46 > Grove's 45
 
 CASES: list[Case] = [
     # ---- engine configs -------------------------------------------------------------------------------------------
@@ -551,6 +622,85 @@ CASES: list[Case] = [
          needs="workbook.py:run_notebook — drop only the walkthrough-wide parameters (env, target) the notebook does "
                "not declare; refuse any other undeclared name with ConfigError naming it, the notebook and the "
                "closest declared parameter (today it is silently dropped: the papermill warning, one layer up)"),
+    # ---- graph state: every command checks it first and says what to do (issue 12) ------------------------------
+    Case("state-logs-unknown-service", "graph state", "gtcdemo logs --service Nope", None,
+         cli("logs", "--service", "Nope"), ("no service 'Nope' in gtc-demo",), ("--service",),
+         ("use one of Frontend, TrtllmPrefillWorker, TrtllmDecodeWorker",),
+         needs="cli.py:cmd_logs — refuse a service the DGD does not have (today: nothing printed, exit 0)"),
+    *[Case(f"state-{command}-not-running", "graph state", f"gtcdemo {command}", None, cli(*args, rc=rc),
+           (NOT_RUNNING,), (STATE_FOLDER,), (START_IT,),
+           needs=f"local.py / cli.py — `{command}` on a stopped graph says it is not running and how to start it")
+      for command, args, rc in (("logs", ("logs",), 3), ("status", ("status",), 3), ("wait", ("wait",), 2),
+                                ("test-inference", ("test-inference",), 2), ("load", ("load", "--requests", "1"), 2),
+                                ("scale", ("scale", "TrtllmDecodeWorker", "1000000000"), 2))],
+    Case("state-status-after-the-supervisor-was-killed", "graph state", "gtcdemo status (supervisor SIGKILLed)",
+         kill_supervisor, cli("status", rc=3),
+         (NOT_RUNNING, "its supervisor (pid ", "was killed or crashed", "its 4 processes stopped with it"),
+         (STATE_FOLDER,), (START_IT,),
+         needs="supervisor.py: children get PR_SET_PDEATHSIG (die with the supervisor); local.py:status says what "
+               "happened (today the 4 processes keep serving, orphaned, and status says only 'not running')"),
+    # ---- bounds: counts checked against what the target holds, before anything is claimed (issue 12) ---------
+    Case("bounds-manifest-replicas-beyond-the-machine", "bounds", "gtcdemo up",
+         dgd_edit(lambda d: svc(d, "TrtllmDecodeWorker").__setitem__("replicas", 500)), cli("up"),
+         ("TrtllmDecodeWorker: 500 replicas make the local graph 503 processes", "processes on this machine"),
+         (f"{AT}.TrtllmDecodeWorker.replicas",), ("lower the replicas", "cluster target"),
+         needs="local.py:check_capacity — refuse before the lock, the state folder and any port claim (today 200 "
+               "ports are claimed, then `no free port in 9091-9290`, and files stay in the state folder)"),
+    Case("bounds-scale-a-running-graph-beyond-the-machine", "bounds", "gtcdemo scale (running graph)", start_graph,
+         cli("scale", "TrtllmDecodeWorker", "1000000000"),
+         ("TrtllmDecodeWorker: 1000000000 replicas make the local graph 1000000003 processes",
+          "processes on this machine"), ("gtcdemo scale TrtllmDecodeWorker 1000000000",), ("lower the replicas",),
+         needs="local.py:scale — the same bound before apply; nothing written, no port claimed, nothing restarted "
+               "(today it claims 200 ports for a minute and rewrites applied/ with 1000000000 replicas)"),
+    # ---- names: every name the DGD's objects get, as the API server, the operator and Grove check them -------
+    Case("names-dgd-name-too-long-for-derived-names", "names", "gtcdemo validate",
+         dgd_edit(lambda d: d["metadata"].__setitem__("name", LONG_DGD)), cli("validate"),
+         (f"Service and scaling adapter '{LONG_DGD}-trtllmprefillworker' ({len(LONG_DGD) + 20} characters)",
+          "DNS-1035 label of at most 63 characters", f"label nvidia.com/dynamo-namespace="
+          f"'dynamo-workload-{LONG_DGD}' ({len(LONG_DGD) + 16} characters)", "combined resource name length"),
+         (f"manifests/dev DGD {LONG_DGD}.metadata.name",), ("shorten metadata.name",),
+         needs="bundle.py:check_names — derived names (graph.go GetDynamoComponentName, getDynamoNamespace, Grove "
+               "validatePodNameConstraints) refused with the name and its length; today `validate` passes"),
+    Case("names-service-too-long-for-grove-pods", "names", "gtcdemo validate",
+         dgd_edit(lambda d: d["spec"]["services"].__setitem__(LONG_SERVICE, d["spec"]["services"].pop(
+             "TrtllmDecodeWorker"))), cli("validate"),
+         (f"'gtc-demo-0-{LONG_SERVICE.lower()}-xxxxx'", "combined resource name length 46 exceeds 45"),
+         (f"{AT}.{LONG_SERVICE}",), ("shorten the service name",)),
+    Case("names-service-with-underscore", "names", "gtcdemo up",
+         dgd_edit(lambda d: d["spec"]["services"].__setitem__("Trtllm_Decode", d["spec"]["services"].pop(
+             "TrtllmDecodeWorker"))), cli("up"),
+         ("'gtc-demo-trtllm_decode'", "DNS-1035 label"), (f"{AT}.Trtllm_Decode",),
+         ("letters, digits and '-'",)),
+    # ---- duplicate keys: YAML keeps the last one silently; refuse it with both lines (issue 12) ---------------
+    Case("duplicate-key-engine-config", "duplicate keys", "gtcdemo validate", append(DECODE, b"max_batch_size: 32\n"),
+         cli("validate"), ("key 'max_batch_size' is written twice in one mapping (lines 7 and 18)",),
+         (f"{DECODE}: max_batch_size",), ("keep one of the two lines",),
+         needs="engine_config.py:UniqueKeyLoader — PyYAML keeps the last value silently"),
+    Case("duplicate-key-manifest", "duplicate keys", "gtcdemo up",
+         text_edit(DGD, "      subComponentType: decode\n",
+                   "      subComponentType: decode\n      subComponentType: prefill\n"), cli("up"),
+         ("key 'subComponentType' is written twice in one mapping (lines 119 and 120)",),
+         ("manifests/dev/20-dgd-gtc-demo.yaml",), ("keep one of the two lines",)),
+    Case("duplicate-key-cluster-toml", "duplicate keys", "gtcdemo up --target cluster",
+         text_edit("manifests/dev/cluster.toml", "pending_bound_s = 300",
+                   "pending_bound_s = 300\npending_bound_s = 60"),
+         cli("up", "--target", "cluster"), ("key 'pending_bound_s' is written twice (lines 10 and 11)",),
+         ("manifests/dev/cluster.toml",), ("keep one of the two lines",),
+         needs="cluster.py:load_settings — tomllib refuses it, naming only the second line"),
+    # ---- the model's context: refused before anything is sent, with the limit (issue 12) ---------------------
+    Case("context-load-prompt-beyond-the-model", "context limit", "gtcdemo load --input-tokens 400000", None,
+         cli("load", "--input-tokens", "400000", "--requests", "1"),
+         ("400000 prompt + 32 output = 400032 tokens", "context of 131072 tokens",
+          "max_position_embeddings of meta-llama/Llama-3.1-8B-Instruct"), ("--input-tokens",), ("at most 131072",),
+         needs="load.py:check_context + cli.py — today the load runs (the mocker has no limit) and completes"),
+    Case("context-test-inference-max-tokens-beyond-the-model", "context limit", "gtcdemo test-inference", None,
+         cli("test-inference", "--max-tokens", "200000"), ("+ 200000 output", "context of 131072 tokens"),
+         ("--max-tokens",), ("at most 131072",)),
+    Case("context-engine-max-seq-len", "context limit", "gtcdemo load (max_seq_len: 4096)",
+         both(append(DECODE, b"max_seq_len: 4096\n"), render_write),
+         cli("load", "--input-tokens", "4000", "--output-tokens", "200", "--requests", "1"),
+         ("4000 prompt + 200 output = 4200 tokens", "context of 4096 tokens",
+          "max_seq_len in engine-configs/dev/decode.yaml"), ("--input-tokens",), ("at most 4096",)),
     # ---- cluster preconditions (run in tests/cluster/test_cluster_bad_input.py) --------------------------------
     Case("cluster-wrong-current-context", "cluster", "gtcdemo up --target cluster",
          kubeconfig_edit(_current("other-cluster")), cli("up", "--target", "cluster"),
@@ -589,6 +739,20 @@ CASES: list[Case] = [
          needs="cluster.py:ClusterTarget.apply — refuse before the dry run when the KAI queue the DGD names "
                "(annotation nvidia.com/kai-scheduler-queue, default dynamo) does not exist: the 0.8 operator refuses "
                "the DGD (grove.go ensureQueueExists) and `wait` would only see it fail"),
+    Case("cluster-replicas-beyond-the-gpus", "cluster", "ClusterTarget.apply",
+         dgd_edit(lambda d: svc(d, "TrtllmDecodeWorker").__setitem__("replicas", 5)), cluster_apply,
+         ("the DGD's pods would request 6 nvidia.com/gpu", "have 3 allocatable", "nothing was applied"),
+         ("spec.services.*.replicas",), ("lower the workers' replicas",),
+         needs="cluster.py:_refuse_beyond_gpus — GPUs of the nodes preflight lists, checked before the dry run "
+               "(issue 12; today the DGD is applied and 3 worker pods stay Pending)"),
+    Case("cluster-scale-beyond-the-gpus", "cluster", "gtcdemo scale --target cluster", cluster_deployed,
+         cli("scale", "TrtllmDecodeWorker", "1000", "--target", "cluster"),
+         ("would request 1001 nvidia.com/gpu", "have 3 allocatable"), ("gtcdemo scale TrtllmDecodeWorker 1000",),
+         ("lower the workers' replicas",)),
+    Case("cluster-scale-not-deployed", "cluster", "gtcdemo scale --target cluster", None,
+         cli("scale", "TrtllmDecodeWorker", "2", "--target", "cluster"),
+         ("DGD gtc-demo does not exist in dynamo-workload", "nothing to scale"), ("dynamo-workload",),
+         ("start it: gtcdemo up --env dev --target cluster",)),
     Case("cluster-pvc-not-bound", "cluster", "ClusterTarget.apply", pvc_pending, cluster_apply,
          ("model-nfs-pvc", "Pending"), ("dynamo-workload",), ("Bound",),
          needs="cluster.py:ClusterTarget.apply — when the model PVC exists but is not Bound, refuse before the dry "
@@ -618,14 +782,21 @@ def run_case(case: Case, ctx: Ctx, observe: Callable[[], object] | None = None) 
             case.setup(ctx)
         before = _tree_digest(ctx.root)
         observed = observe() if observe is not None else None
+        local_before = local_state(ctx.state)
         message = case.act(ctx)
         check_message(case, message)
         assert _tree_digest(ctx.root) == before, f"[{case.id}] the project's files were changed"
         if observe is not None:
             after = observe()
             assert after == observed, f"[{case.id}] the API server changed: {_diff(observed, after)}"
-        leftovers = sorted(str(p.relative_to(ctx.state)) for p in ctx.state.rglob("*")) if ctx.state.exists() else []
-        assert leftovers == [], f"[{case.id}] something was created before the input was refused: {leftovers}"
+        if not local_before["files"]:  # nothing ran before: nothing at all may be there now
+            leftovers = sorted(str(p.relative_to(ctx.state)) for p in ctx.state.rglob("*")) if ctx.state.exists() \
+                else []
+            assert leftovers == [], f"[{case.id}] something was created before the input was refused: {leftovers}"
+        local_after = local_state(ctx.state)
+        for what in local_before:  # a running graph's state files, port claims and processes are as they were
+            assert local_after[what] == local_before[what], \
+                f"[{case.id}] the local {what} changed: {_diff(local_before[what], local_after[what])}"
         return message
     finally:
         stop_anything(ctx.state)
@@ -638,6 +809,8 @@ def _diff(before: Any, after: Any) -> str:
         changed = {k for k in before.keys() & after.keys() if before[k] != after[k]}
         return (f"created {sorted(after.keys() - before.keys())}, deleted {sorted(before.keys() - after.keys())}, "
                 f"changed {sorted(changed)}")
+    if isinstance(before, set) and isinstance(after, set):
+        return f"started {sorted(after - before)}, gone {sorted(before - after)}"
     return f"{before!r} -> {after!r}"
 
 
@@ -652,7 +825,8 @@ def test_bad_input_is_refused_with_what_where_and_fix(case: Case, tmp_path: Path
 
 def test_the_table_spans_every_kind_of_input_and_is_big_enough() -> None:
     areas = {c.area for c in CASES}
-    assert {"engine config", "manifest", "parameter (CLI)", "parameter (notebook)", "cluster"} <= areas
+    assert {"engine config", "manifest", "parameter (CLI)", "parameter (notebook)", "cluster", "graph state",
+            "bounds", "names", "duplicate keys", "context limit"} <= areas
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert sum(c.cluster for c in CASES) >= 5
     for c in CASES:

@@ -35,8 +35,8 @@ from tests.conftest import poll
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")  # Debian's packages
 WIDTH, HEIGHT = 1280, 800
 SHOTS = project.ROOT / "out" / "browser"
+# stderr text, and exceptions too: JupyterLab renders an error output's traceback with the stderr mime type.
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
-ERROR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"], .jp-OutputArea-output.jp-mod-error'
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -123,10 +123,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         except (OSError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)  # make and the server (the kernels have sessions of their own)
             proc.wait(timeout=10)
-        # Kernels run in their own sessions and exit when the server is gone (JPY_PARENT_PID).
-        poll(lambda: not pids_mentioning(str(served.runtime)), timeout_s=30, what="the lab's kernels to exit")
-        graph = LocalTarget("dev", state_dir=tmp / "state" / "dev-gtc-demo")
-        graph.teardown()
+        try:  # kernels run in sessions of their own and exit when the server is gone (JPY_PARENT_PID)
+            poll(lambda: not pids_mentioning(str(served.runtime)), timeout_s=30, what="the lab's kernels to exit")
+        finally:
+            graph = LocalTarget("dev", state_dir=tmp / "state" / "dev-gtc-demo")
+            graph.teardown()
         assert graph.leftover_pids() == [], "the graph 02_deploy started is still running"
         after = fingerprint(project.NOTEBOOKS)
         changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -182,14 +183,13 @@ return {
     text: [...c.querySelectorAll('.jp-OutputArea-output')].map(o => o.textContent).join('\\n'),
   })),
   stderr: [...panel.querySelectorAll(arguments[0])].map(o => o.textContent),
-  errors: [...panel.querySelectorAll(arguments[1])].map(o => o.textContent),
   page: document.body.innerText,
 };
 """
 
 
 def report(driver: Any) -> dict:
-    return driver.execute_script(REPORT, STDERR, ERROR)
+    return driver.execute_script(REPORT, STDERR)
 
 
 def open_and_run_all(driver: Any, lab: Lab, name: str, timeout_s: float) -> dict:
@@ -207,13 +207,21 @@ def open_and_run_all(driver: Any, lab: Lab, name: str, timeout_s: float) -> dict
 
     poll(kernel_idle, timeout_s=60, interval_s=0.2, what=f"{name} open with an idle Python 3 kernel")
     driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-    driver.find_element(By.XPATH, "//li[contains(@class,'lm-Menu-item')]"
-                                  "[.//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']]").click()
+    run_all = poll(lambda: driver.find_elements(
+        By.XPATH, "//li[contains(@class,'lm-Menu-item')]"
+                  "[.//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']]"),
+        timeout_s=10, what="the Run menu")
+    run_all[0].click()  # type: ignore[index]
 
     def all_ran() -> dict | None:
         r = report(driver)
+        # The notebook's fresh kernel numbers the cells 1..N as it runs them; the stored notebook shows "[ ]:" (or a
+        # count kept for nbval), so this is the end of this Run All, not what was there before it.
         prompts = [c["prompt"] for c in r["cells"] if c["code"]]
-        done = all(p[1:-2].isdigit() for p in prompts) and r["status"] == "idle"  # "[7]:", not "[*]:" or "[ ]:"
+        complete = prompts == [f"[{i}]:" for i in range(1, len(prompts) + 1)]
+        # An exception (shown as stderr text) stops Run All: report it rather than time out.
+        stopped = bool(r["stderr"]) and "[*]:" not in prompts
+        done = (complete or stopped) and r["status"] == "idle"
         loaded = all(w > 0 for c in r["cells"] for w, _ in c["images"])  # images decode after the output arrives
         return r if done and loaded else None
 
@@ -228,7 +236,8 @@ def screenshot(driver: Any, name: str) -> Path:
     # also scrolls past the end, so its scrollHeight is no measure of the cells.
     below = """const o = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
                o.scrollTop = 0; const cells = o.querySelectorAll('.jp-Cell');
-               return Math.ceil(cells[cells.length - 1].getBoundingClientRect().bottom - o.getBoundingClientRect().bottom);"""
+               const last = cells[cells.length - 1].getBoundingClientRect();
+               return Math.ceil(last.bottom - o.getBoundingClientRect().bottom);"""
     set_viewport(driver, HEIGHT + max(0, js(driver, below)) + 16)
     poll(lambda: js(driver, below) <= 0, timeout_s=10, what="the page to show the whole notebook")
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -245,8 +254,7 @@ def code_cell_index(name: str, needle: str) -> int:
 
 
 def assert_clean(r: dict, name: str) -> None:
-    assert r["stderr"] == [], f"{name}: stderr shown in the page: {r['stderr']}"
-    assert r["errors"] == [], f"{name}: error output in the page: {r['errors']}"
+    assert r["stderr"] == [], f"{name}: stderr or an exception shown in the page: {r['stderr']}"
     assert "Jupyter news" not in r["page"], "the news pop-up is shown"
     bad = [(i, w, h) for i, c in enumerate(r["cells"]) for w, h in c["images"] if not (w and h)]
     assert bad == [], f"{name}: figures not rendered (cell, width, height): {bad}"

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -77,6 +78,72 @@ def test_open_loop_at_a_rate(graph: LocalTarget) -> None:
     assert s["ok_count"] == 12 and s["mode"] == "open" and s["request_rate"] == 40.0
     assert s["goodput"] == pytest.approx(s["request_throughput"])  # a generous SLO: every request is good
     assert result.records["start"].is_monotonic_increasing
+
+
+class SocketWatch(threading.Thread):
+    """The kernel's view: every TCP socket connected to 127.0.0.1:port while it watches, by inode (/proc/net/tcp).
+
+    By inode, not port: loopback reuses the ports of connections in TIME_WAIT (net.ipv4.tcp_tw_reuse = 2), and a
+    socket keeps its inode for its whole life (a connection lives for a request at least: tens of ms; the table is
+    read every ~2 ms)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.remote, self.done = f"0100007F:{port:04X}", threading.Event()
+        self.before = self._now()  # e.g. Prometheus' kept-alive scrape connection to the frontend
+        self.inodes: set[str] = set()
+
+    def _now(self) -> set[str]:
+        rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        return {f[9] for f in rows if f[2] == self.remote and f[9] != "0"}
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.inodes |= self._now() - self.before
+            self.done.wait(0.002)
+
+    def __enter__(self) -> SocketWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
+@local
+def test_cli_open_loop_is_not_capped_unless_asked(graph: LocalTarget, tmp_path: Path) -> None:
+    # The CLI as a user runs it (the graph fixture's GTCDEMO_STATE is inherited): --rate alone caps nothing.
+    cli = [str(Path(sys.executable).with_name("gtcdemo")), "load", "--input-tokens", "20", "--output-tokens", "2",
+           "--warmup", "0", "--requests", "6", "--rate", "50"]
+    out = subprocess.run([*cli, "--out", str(tmp_path / "free")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "free" / "summary.json").read_text())
+    assert doc["spec"]["max_concurrency"] is None and doc["summary"]["cap_waits"] is None
+    assert doc["summary"]["offered_rate"] == 50.0 and doc["summary"]["delivered_rate"] > 0
+    assert "offered 50 req/s, delivered" in out.stdout
+    capped = subprocess.run([*cli, "--concurrency", "2", "--out", str(tmp_path / "capped")], capture_output=True,
+                            text=True, timeout=120)
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    assert json.loads((tmp_path / "capped" / "summary.json").read_text())["spec"]["max_concurrency"] == 2
+    assert "in-flight cap of 2" in capped.stdout
+
+
+@local
+@pytest.mark.parametrize("policy", ["pooled", "never"])
+def test_connection_reuse_policy_is_what_the_kernel_sees(graph: LocalTarget, policy: str) -> None:
+    """AIPerf's policies: 'pooled' reuses kept-alive connections, 'never' opens one per request (and closes it)."""
+    port = int(graph.frontend_url().rsplit(":", 1)[1])
+    spec = LoadSpec(MODEL, request_rate=20.0, num_requests=12, output_tokens=4, input_tokens_mean=30, seed=8,
+                    connection_reuse=policy)
+    with SocketWatch(port) as watch:  # the frontend's own sockets have the port as local, not remote, address
+        result = load.run(graph.frontend_url(), spec, progress=False)
+    rec = result.records
+    assert set(rec["status"]) == {"ok"} and result.summary()["new_connections"] == int(rec["new_connection"].sum())
+    if policy == "never":
+        assert rec["new_connection"].all() and len(watch.inodes) == 12
+    else:
+        assert 1 <= len(watch.inodes) == int(rec["new_connection"].sum()) < 12  # reused connections are not new
 
 
 @local
@@ -311,6 +378,66 @@ def test_failures_are_classified_and_counted() -> None:
     assert rec.loc[4, "error"] == "the stream carried no content"
     assert "JSONDecodeError" in rec.loc[5, "error"]
     assert result.summary()["error_count"] == 5 and not result.interrupted
+
+
+def test_a_binding_cap_is_reported_and_arrivals_keep_their_schedule() -> None:
+    # The first response is held long past the whole schedule (6 arrivals at 1000/s: 6 ms), so with one slot every
+    # later arrival finds the cap taken. Arrivals wait in order for the slot; none is dropped or moved.
+    async def script(n: int, writer: asyncio.StreamWriter) -> None:
+        if n == 0:
+            await asyncio.sleep(0.5)
+        await _stream(writer, CONTENT, TOKEN, USAGE, DONE)
+
+    spec = LoadSpec(MODEL, request_rate=1000.0, max_concurrency=1, num_requests=6, timeout_s=10, seed=3)
+    result = asyncio.run(_scripted_run(script, spec))
+    rec, s = result.records, result.summary()
+    assert list(rec["index"]) == list(range(6)) and set(rec["status"]) == {"ok"}  # sent in arrival order
+    assert rec["wait_s"].iloc[0] == 0 and (rec["wait_s"].iloc[1:] > 0).all()
+    assert s["cap_waits"] == 5 and 0 < s["cap_wait_ms"]["p50"] <= s["cap_wait_ms"]["max"]
+    assert s["under_delivered"] and s["delivered_ratio"] < 0.95
+    for view in (repr(result), result._repr_html_()):
+        assert "5 of 6 arrivals waited for the in-flight cap of 1" in view and "UNDER-DELIVERED" in view
+    # Each arrival's due time (sent - waited - send lag) is the seeded Poisson schedule, to the microsecond.
+    due = rec["start"] - rec["wait_s"] - rec["send_lag_s"]
+    expected = load.arrival_offsets(1000.0, 6, None, seed=3)
+    assert ((due - due.iloc[0]) - (expected - expected[0])).abs().max() < 1e-5
+
+
+def test_the_pool_reuses_the_connection_idle_longest() -> None:
+    """Least recently used first, as aiohttp's pool (AIPerf): a connection freed a moment ago delays the next first
+    token by the client's delayed ACK (see gtcdemo.load._SlotTransport), one idle longer does not."""
+    served: dict[int, int] = {}  # request number at the server -> client port of the connection it came on
+    gates = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    async def script(n: int, writer: asyncio.StreamWriter) -> None:
+        served[n] = writer.get_extra_info("peername")[1]
+        if n in gates:
+            await gates[n].wait()
+        await _stream(writer, CONTENT, TOKEN, USAGE, DONE)
+
+    async def main() -> list[bool]:
+        async with Scripted(script).serving() as url:
+            transport = load._SlotTransport(load.httpx.create_ssl_context(verify=False))
+            async with load.httpx.AsyncClient(transport=transport) as client:
+                async def request() -> bool:
+                    async with client.stream("POST", url + "/v1/chat/completions", content=b"{}") as resp:
+                        await resp.aread()
+                        return resp.extensions[load.NEW_CONNECTION]
+
+                first = {asyncio.create_task(request()), asyncio.create_task(request())}
+                deadline = time.monotonic() + 10
+                while len(served) < 2:  # both requests at the server, on two connections
+                    assert time.monotonic() < deadline, "the server did not get two requests"
+                    await asyncio.sleep(0.001)
+                gates[0].set()  # the connection of request 0 is freed first, then that of request 1
+                done, pending = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                gates[1].set()
+                await asyncio.gather(*pending)
+                return [t.result() for t in (*done, *pending)] + [await request()]
+
+    new = asyncio.run(main())
+    assert new == [True, True, False] and served[0] != served[1]
+    assert served[2] == served[0]  # the one idle longest, not the one freed last
 
 
 def test_a_stalled_stream_times_out() -> None:

