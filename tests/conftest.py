@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -47,11 +48,10 @@ def make_local(state_dir: Path) -> Iterator[Callable[..., LocalTarget]]:
         assert target.leftover_pids() == [], "teardown left processes running"
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    """One running dev graph shared by a module's read-only tests."""
-    state = tmp_path_factory.mktemp("graph-state")
-    target = LocalTarget("dev", state_dir=state / "dev-gtc-demo")
+@contextlib.contextmanager
+def running_graph(state: Path, **kwargs: object) -> Iterator[LocalTarget]:
+    """A dev graph with its own state root (GTCDEMO_STATE meanwhile), torn down and checked for leftovers."""
+    target = LocalTarget("dev", state_dir=state / "dev-gtc-demo", **kwargs)
     old = os.environ.get("GTCDEMO_STATE")
     os.environ["GTCDEMO_STATE"] = str(state)
     try:
@@ -65,3 +65,10 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
         else:
             os.environ["GTCDEMO_STATE"] = old
     assert target.leftover_pids() == []
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    """One running dev graph shared by a module's read-only tests."""
+    with running_graph(tmp_path_factory.mktemp("graph-state")) as target:
+        yield target

@@ -29,7 +29,7 @@ import pytest
 from gtcdemo import inference, load, metrics, release
 from gtcdemo.local import LocalTarget, pvc_root
 
-from .conftest import poll
+from .conftest import poll, running_graph
 
 pytestmark = pytest.mark.local
 
@@ -37,21 +37,8 @@ pytestmark = pytest.mark.local
 @pytest.fixture(scope="module")
 def dgd_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
     """One graph of the DGD's release for the module (0.8.1: frontend and mockers from its venv, plus NATS)."""
-    state = tmp_path_factory.mktemp("dgd-release-state")
-    target = LocalTarget("dev", state_dir=state / "dev-gtc-demo", release="dgd")
-    old = os.environ.get("GTCDEMO_STATE")
-    os.environ["GTCDEMO_STATE"] = str(state)
-    try:
-        target.apply()
-        target.wait(timeout_s=180)
+    with running_graph(tmp_path_factory.mktemp("dgd-release-state"), release="dgd") as target:
         yield target
-    finally:
-        target.teardown()
-        if old is None:
-            os.environ.pop("GTCDEMO_STATE", None)
-        else:
-            os.environ["GTCDEMO_STATE"] = old
-    assert target.leftover_pids() == []
 
 
 def _proc(graph: LocalTarget, role: str) -> dict:
