@@ -94,7 +94,9 @@ def run_demo(env: str = "dev", target: str = "local", out_dir: str | Path = "out
                 break
             print(f"  done in {time.monotonic() - started:.1f} s", flush=True)
     finally:
-        print(repr(tgt.teardown()), flush=True)
+        stopped = tgt.teardown()  # the safety net when a step failed before 99_teardown (which normally stops it)
+        if stopped.rows:
+            print(repr(stopped), flush=True)
         latest = Path(out_dir).resolve() / "latest"
         latest.unlink(missing_ok=True)
         latest.symlink_to(run_dir.name)
