@@ -276,14 +276,20 @@ def test_lab_runs_as_root_on_loopback_with_the_projects_settings(lab: Lab) -> No
     assert lab.get(f"/api/kernelspecs?token={lab.token}")["default"] == "python3"
 
 
-def test_demo_replays_in_the_browser(lab: Lab, browser: Any) -> None:
-    """demo.ipynb (replay, its default) run through the UI: banner, every figure, the dashboard redrawn in place."""
-    name = "demo.ipynb"
+def run_clean(browser: Any, lab: Lab, name: str, timeout_s: float) -> dict:
+    """Run All through the UI, save the screenshot (a test artifact) and assert no error output."""
     started = time.monotonic()
-    r = open_and_run_all(browser, lab, name, timeout_s=90)
+    r = open_and_run_all(browser, lab, name, timeout_s=timeout_s)
     shot = screenshot(browser, name)
     print(f"{name}: ran in {time.monotonic() - started:.1f} s; screenshot {shot}")
     assert_clean(r, name)
+    return r
+
+
+def test_demo_replays_in_the_browser(lab: Lab, browser: Any) -> None:
+    """demo.ipynb (replay, its default) run through the UI: banner, every figure, the dashboard redrawn in place."""
+    name = "demo.ipynb"
+    r = run_clean(browser, lab, name, timeout_s=90)
     assert any("REPLAY: recorded" in c["text"] for c in r["cells"]), "the replay banner is not shown"
     dashboard = r["cells"][code_cell_index(name, "dashboard(")]
     assert len(dashboard["images"]) == 1, f"the dashboard shows {len(dashboard['images'])} figures, not one updated"
@@ -304,10 +310,6 @@ def test_demo_replays_in_the_browser(lab: Lab, browser: Any) -> None:
 def test_deploy_on_the_local_target_in_the_browser(lab: Lab, browser: Any) -> None:
     """02_deploy.ipynb run through the UI deploys the local graph (the lab fixture stops it): no errors, tables."""
     name = "02_deploy.ipynb"
-    started = time.monotonic()
-    r = open_and_run_all(browser, lab, name, timeout_s=150)
-    shot = screenshot(browser, name)
-    print(f"{name}: ran in {time.monotonic() - started:.1f} s; screenshot {shot}")
-    assert_clean(r, name)
+    r = run_clean(browser, lab, name, timeout_s=150)
     assert sum(c["tables"] for c in r["cells"]) >= 2, "the bundle and apply tables are not shown"
     assert any("ready: True" in c["text"] for c in r["cells"]), "the graph did not answer"
