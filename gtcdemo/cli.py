@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            help="seconds (default 600)")
     add("status", cmd_status, "processes / pods of the deployment (exit status 3: not running)").add_argument(
         "--all", action="store_true", help="also nodes, DGD, DGDSAs and PVCs (same as demo-status)")
-    add("demo-status", cmd_demo_status, "nodes, DGD, DGDSAs, pods and PVCs (the seed's demo-status)")
+    add("demo-status", cmd_demo_status, "nodes, DGD, DGDSAs, pods and PVCs in one view")
     add("preflight", cmd_preflight, "check everything the deployment needs, before applying anything")
     logs = add("logs", cmd_logs, "recent log lines per process / pod (exit status 3: not running)")
     logs.add_argument("--service", help="only this service (e.g. TrtllmDecodeWorker)")

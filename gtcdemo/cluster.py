@@ -494,7 +494,7 @@ class ClusterTarget(BundleHolder):
                     fix="change replicas through the service's scaling adapter: `gtcdemo scale <service> N`"
                         if "scaling adapter" in message else
                         "fix the manifest field named above; the CRD installed on the cluster may differ from "
-                        "the seed's schema") from None
+                        "the nvidia.com/v1alpha1 schema (Dynamo 0.8) gtcdemo is written for") from None
         rows = []
         for i, (obj, resource, existing) in enumerate(plan):
             name = obj["metadata"]["name"]
@@ -942,7 +942,8 @@ class ClusterTarget(BundleHolder):
                            f"the DGD uses {GROUP}/{VERSION}: upgrade the dynamo-crds chart")
             except ApiException as exc:
                 report.add(label, False, *(_refusal(exc, "get", "customresourcedefinitions") or (
-                    f"{plural}.{GROUP} not installed", "helm install the dynamo-crds chart (Phase 1d-i)")))
+                    f"{plural}.{GROUP} not installed",
+                    "install Dynamo's CRDs (the dynamo-crds Helm chart) before the platform")))
         report.add(*self._operator_check())
         report.add(*self._queue_check())
         self._gpu_checks(report)
@@ -958,10 +959,12 @@ class ClusterTarget(BundleHolder):
             try:
                 phase = self.core.read_namespaced_persistent_volume_claim(name, ns).status.phase
                 report.add(f"PVC {name}", phase == "Bound", f"{phase}",
-                           "the model PVC must be Bound to the NFS volume of Phase 1d-i (`kubectl describe pvc`)")
+                           "the model PVC must be Bound to the NFS volume that holds the model files "
+                           "(`kubectl describe pvc`)")
             except ApiException as exc:
                 report.add(f"PVC {name}", False, *(_refusal(exc, "get", "persistentvolumeclaims", ns) or (
-                    "missing", "create it in Phase 1d-i (model files on NFS)")))
+                    "missing", f"create it bound to the NFS volume that holds the model files: "
+                    f"`kubectl apply -f manifests/{self.env}/00-model-nfs-pvc.yaml`")))
         for secret in sorted({s["envFromSecret"] for s in b.services.values() if s.get("envFromSecret")}):
             present = self._secret_exists(secret)
             report.add(f"secret {secret}", present, "present (data not read)" if present else "missing",
@@ -998,8 +1001,9 @@ class ClusterTarget(BundleHolder):
         found = ", ".join(f"{d.metadata.name} ({d.status.ready_replicas or 0} ready)" for d in others)
         return (label, False, f"no Deployment labelled {OPERATOR_SELECTOR}"
                 + (f"; found only {found} (grove-operator runs Grove's PodCliques, not DGDs)" if found else ""),
-                "nothing turns the DGD into pods without the Dynamo operator (the seed's platform says 'operator "
-                f"disabled'): enable it in the dynamo-platform chart: `helm upgrade <release> <chart> -n {ns} "
+                "nothing turns the DGD into pods without the Dynamo operator (a platform installed with "
+                "dynamo-operator.enabled=false has none): enable it in the dynamo-platform chart: "
+                f"`helm upgrade <release> <chart> -n {ns} "
                 "--reuse-values --set dynamo-operator.enabled=true`")
 
     def _queue_check(self) -> tuple[str, bool | None, str, str]:
@@ -1020,7 +1024,7 @@ class ClusterTarget(BundleHolder):
                 return label, False, *refused
             if not (_status_details(exc).get("name")):  # the resource itself is not served: no KAI
                 return (label, None, f"{KAI_QUEUES}.{KAI_GROUP}/{KAI_VERSION} is not served: KAI is not installed, so "
-                        "the operator schedules without a queue", "the seed's platform has KAI: check the "
+                        "the operator schedules without a queue", "the demo's platform runs Grove + KAI: check the "
                         "dynamo-platform chart's kai-scheduler.enabled")
         with contextlib.suppress(ApiException):
             existing = [q["metadata"]["name"] for q in self.custom.list_cluster_custom_object(
@@ -1128,7 +1132,8 @@ class ClusterTarget(BundleHolder):
                 raise DeploymentError(
                     f"PVC {name} in {self.namespace} is {phase}, not Bound: the workers would wait forever for the "
                     "model files; nothing was applied",
-                    fix=f"bind it to the NFS volume of Phase 1d-i (`kubectl -n {self.namespace} describe pvc {name}`)")
+                    fix="bind it to the NFS volume that holds the model files "
+                        f"(`kubectl -n {self.namespace} describe pvc {name}`)")
 
     def _secret_exists(self, name: str) -> bool:
         """Ask for the secret's metadata only, so its data never reaches this process."""
