@@ -11,6 +11,7 @@ from collections.abc import Callable
 from . import bundle as bundle_mod
 from . import project
 from .errors import GtcdemoError
+from .target import Target
 
 
 def _positive(flag: str, example: str) -> Callable[[str], float]:
@@ -45,22 +46,20 @@ def _progress(message: str) -> None:
     print(f"  … {message}", file=sys.stderr, flush=True)
 
 
-def _not_running(target: object) -> GtcdemoError | None:
-    """The local target's "not running" error (what happened, and how to start it); None when it runs."""
-    if getattr(target, "kind", "") == "local" and not target.is_running():  # type: ignore[attr-defined]
-        return target.not_running()  # type: ignore[attr-defined]
-    return None
+def _not_running(target: Target) -> GtcdemoError | None:
+    """The target's "not running" error (what happened, and how to start it); None when it runs."""
+    return None if target.is_running() else target.not_running()
 
 
-def _context_limit(target: object) -> object:
+def _context_limit(target: Target) -> object:
     from .engine_config import context_limit
 
-    bundle = target.bundle  # type: ignore[attr-defined]
+    bundle = target.bundle
     return context_limit(bundle.engine_configs, bundle.served_model_name)
 
 
-def _target(args: argparse.Namespace):
-    from .target import get_target
+def _target(args: argparse.Namespace) -> Target:
+    from .targets import get_target
 
     return get_target(args.target, args.env, context=getattr(args, "context", None))
 
@@ -84,7 +83,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     target = _target(args)
-    started_here = args.target == "local" and not target.is_running()  # type: ignore[attr-defined]
+    started_here = target.stops_failed_up and not target.is_running()
     try:
         print(repr(target.apply()))
         print(repr(target.wait(timeout_s=args.timeout, progress=_progress)))

@@ -35,7 +35,7 @@ from . import bundle as bundle_mod
 from . import engine_config, project
 from .errors import ConfigError, DeploymentError
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
-from .target import BundleHolder
+from .target import Target
 
 GROUP, VERSION = "nvidia.com", "v1alpha1"
 DGD_PLURAL = "dynamographdeployments"
@@ -333,18 +333,18 @@ def pods_frame(pods: list[Any], now: datetime | None = None) -> pd.DataFrame:
 
 
 # -- the target ------------------------------------------------------------------------------------------------------
-class ClusterTarget(BundleHolder):
+class ClusterTarget(Target):
     """The env's DGD on its Kubernetes cluster; answers the same questions as the local target."""
 
     kind = "cluster"
+    stops_failed_up = False
 
     def __init__(self, env: str = "dev", *, context: str | None = None, kubeconfig: str | None = None,
                  access: KubeletAccess | None = None) -> None:
         from kubernetes import client, config
 
-        self.env = project.check_env(env)
+        super().__init__(env)
         self.settings = load_settings(env)
-        self._bundle: bundle_mod.Bundle | None = None
         self.kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
         override = context or os.environ.get(OVERRIDE_ENV)
         self.context = override or self.settings.kube_context
@@ -874,6 +874,17 @@ class ClusterTarget(BundleHolder):
                     "check the message above") from None
         return ApplyResult(self.name, [{"kind": "DynamoGraphDeployment", "name": self.bundle.name,
                                         "action": f"{service} replicas set to {replicas}"}])
+
+    def is_running(self) -> bool:
+        return self.get_dgd() is not None
+
+    def not_running(self, doing: str = "") -> DeploymentError:
+        return DeploymentError(f"no DynamoGraphDeployment {self.bundle.name} in {self.namespace}{doing}",
+                               where=self.name, fix=f"deploy it: gtcdemo up --env {self.env} --target cluster")
+
+    def replicas(self, service: str) -> int:
+        services = ((self.get_dgd() or {}).get("spec") or {}).get("services") or {}
+        return int((services.get(service) or {}).get("replicas", 1))
 
     def teardown(self, timeout_s: float = 300.0) -> ApplyResult:
         """Delete the DGD and its ConfigMap (the model PVC stays) and wait until the DGD's pods are gone."""

@@ -111,7 +111,7 @@ class Show:
         if self.mode == "replay":
             raise ConfigError("replay never talks to a target", fix="use mode='live' or 'record'")
         if self._target is None:
-            from .target import get_target
+            from .targets import get_target
 
             self._target = get_target(self.target_name, self.env)
         return self._target
@@ -163,19 +163,10 @@ class Show:
     def _require_graph(self) -> None:
         """Live sections need a deployed graph: with none, say so and change nothing (never deploy by surprise)."""
         target = self.target
-        running = target.is_running() if target.kind == "local" else target.get_dgd() is not None
-        if not running:
+        if not target.is_running():
             raise DeploymentError(f"no graph is running for {self.env} on {self.target_name}", where=target.name,
                                   fix=f"deploy it first: gtcdemo up --env {self.env} --target {self.target_name} "
                                       "(or notebooks 02 and 03), then run this cell again")
-
-    def _live_replicas(self, service: str) -> int:
-        """The replicas the target runs now (a DGDSA or an earlier run may have changed the manifest's count)."""
-        target = self.target
-        if target.kind == "local":
-            return sum(1 for p in target.processes() if p["service"] == service)
-        services = ((target.get_dgd() or {}).get("spec") or {}).get("services") or {}
-        return int((services.get(service) or {}).get("replicas", 1))
 
     def banner(self) -> Message:
         if self.mode == "replay":
@@ -345,7 +336,7 @@ class Show:
             _display(Message(doc["note"], colour="#666", background="#f4f4f4", size="1.1em"))
         else:
             self._require_graph()
-            before = self._live_replicas(service)
+            before = self.target.replicas(service)
             if before == replicas:
                 raise DeploymentError(f"{service} already runs {replicas} replica(s): no step to show",
                                       fix="run the restore cell first, or choose another scale_to")
@@ -396,7 +387,7 @@ class Show:
         else:
             self._require_graph()
             service, before = self._scaled
-            if self._live_replicas(service) != before:
+            if self.target.replicas(service) != before:
                 self.target.scale(service, before)
                 self.target.wait(timeout_s=600)
             self._scaled = None

@@ -32,7 +32,7 @@ from .errors import DeploymentError, MissingDependencyError
 from .inference import chat_completion
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 from .supervisor import SECRET_ENV, alive, proc_starttime, write_json
-from .target import BundleHolder
+from .target import Target
 
 PREFERRED_PORTS = {"frontend": 8000, "prometheus": 9090, "worker": 9091, "nats": 4222, "nats-monitor": 8222}
 LOCK_TIMEOUT_S = 60.0
@@ -192,16 +192,16 @@ def pvc_root() -> Path:
     return modeldir.default_model_dir().parents[1] / "pvc"
 
 
-class LocalTarget(BundleHolder):
+class LocalTarget(Target):
     """Runs a bundle as local processes; answers the same questions as the cluster target."""
 
     kind = "local"
+    stops_failed_up = True
 
     def __init__(self, env: str = "dev", state_dir: Path | None = None, release: str | None = None) -> None:
         """``release``: the Dynamo release to run; None = the local default (this environment's), "dgd" = the one
         the DGD's images name (what the cluster runs, from its own venv), or a version."""
-        self.env = project.check_env(env)
-        self._bundle: bundle_mod.Bundle | None = None
+        super().__init__(env)
         self.dir = state_dir or project.state_root() / f"{env}-{self.bundle.name}"
         self.release_choice = release
 
@@ -624,6 +624,9 @@ class LocalTarget(BundleHolder):
         except BaseException:
             svc["replicas"] = before  # this target keeps describing what runs
             raise
+
+    def replicas(self, service: str) -> int:
+        return sum(1 for p in self.processes() if p["service"] == service)
 
     def teardown(self, timeout_s: float = 30.0) -> ApplyResult:
         """Stop exactly this deployment's processes (also after the process that started them died)."""

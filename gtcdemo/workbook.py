@@ -64,7 +64,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], *, log_o
 
 def run_demo(env: str = "dev", target: str = "local", out_dir: str | Path = "out", timeout_s: float = 600.0) -> Path:
     """The main job: up, every step notebook headless into a fresh output folder, down; print where results are."""
-    from .target import get_target
+    from .targets import get_target
 
     project.check_env(env)
     project.check_target(target)
