@@ -46,6 +46,19 @@ def frontend_targets(targets: list[dict]) -> list[dict]:
             if t["labels"].get("endpoint") == "http" and t["labels"].get("dynamo_namespace")]
 
 
+def scrape_targets(url: str, timeout_s: float = 5.0) -> list[dict]:
+    """Prometheus' active scrape targets (``/api/v1/targets``), each with its labels, health and last scrape.
+
+    The one reader of that endpoint: an unreachable Prometheus or an answer of another shape is a DeploymentError.
+    """
+    try:
+        return httpx.get(f"{url}/api/v1/targets", params={"state": "active"},
+                         timeout=timeout_s).json()["data"]["activeTargets"]
+    except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+        raise DeploymentError(f"Prometheus at {url} did not answer /api/v1/targets: {exc}",
+                              fix="is Prometheus running? `gtcdemo status` (cluster: its port-forward)") from None
+
+
 def series_queries(window: str) -> dict[str, str]:
     """The PromQL behind each time series the notebooks plot (``window`` is the rate window, e.g. "5s")."""
     def quantile(q: float) -> str:
@@ -222,7 +235,7 @@ class Metrics:
             # Prometheus' 5-minute lookback and would never be scraped again.
             try:
                 targets = self.targets()
-            except (KeyError, ValueError):  # an answer without the expected shape: ask again
+            except DeploymentError:  # not answering yet, or an answer without the expected shape: ask again
                 targets = []
             frontends = frontend_targets(targets)
             scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in frontends
@@ -236,12 +249,7 @@ class Metrics:
 
     def targets(self) -> list[dict]:
         """Prometheus' active scrape targets (``/api/v1/targets``)."""
-        try:
-            return httpx.get(f"{self.url}/api/v1/targets", params={"state": "active"},
-                             timeout=5).json()["data"]["activeTargets"]
-        except httpx.HTTPError as exc:
-            raise DeploymentError(f"Prometheus at {self.url} did not answer /api/v1/targets: {exc}",
-                                  fix="is Prometheus running? `gtcdemo status` (cluster: its port-forward)") from None
+        return scrape_targets(self.url)
 
     def bucket_bounds(self, metric: str = TTFT) -> list[float]:
         return sorted(le for le, _ in self._buckets(metric, datetime.now(UTC)))
