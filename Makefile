@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.gtcdemo-installed
 RELEASES := $(VENV)/.gtcdemo-releases
 
-.PHONY: envtest setup demo test lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
+.PHONY: envtest setup demo test unit lint notebooks up down status lab deploy-dynamo test-inference demo-status preflight
 
 setup: $(STAMP) $(RELEASES)
 
@@ -36,11 +36,20 @@ envtest:
 test: $(STAMP) $(RELEASES) envtest
 	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env notebooks
 
-lint: $(STAMP)
-	$(BIN)/ruff check gtcdemo tests benchmarks scripts
+# The fast tier (well under a minute): tests/unit and the tests marked `unit` elsewhere, which run in pytest's own
+# process: no graph, kube-apiserver, browser, notebook kernel or CLI subprocess.
+unit: $(STAMP) $(RELEASES)
+	$(BIN)/python -m pytest tests -m unit
 
+lint: $(STAMP)
+	$(BIN)/ruff check gtcdemo tests benchmarks scripts notebooks
+
+# Each notebook's source is notebooks/NAME.py (jupytext percent format, paired by notebooks/jupytext.toml): this
+# rewrites the inputs of NAME.ipynb from it, keeping the .ipynb's metadata, cell ids and stored outputs (the expected
+# outputs of the `# NBVAL_CHECK_OUTPUT` cells). conftest.py is nbval's, not a notebook.
+NOTEBOOK_SOURCES := $(filter-out notebooks/conftest.py,$(wildcard notebooks/*.py))
 notebooks: $(STAMP)
-	$(BIN)/python scripts/build_notebooks.py
+	$(BIN)/jupytext --to ipynb --update $(NOTEBOOK_SOURCES)
 
 up down status: $(STAMP)
 	$(BIN)/gtcdemo $@ --env $(ENV) --target $(TARGET)
@@ -52,8 +61,8 @@ LAB_ARGS ?=
 lab: $(STAMP)
 	JUPYTER_CONFIG_DIR=$(CURDIR)/jupyter $(BIN)/jupyter lab --notebook-dir notebooks $(LAB_ARGS)
 
-# The seed's Makefile targets (Phase 1d-ii Step 4), as thin wrappers over the package. CLUSTER_TARGET=local
-# rehearses them on this machine.
+# The cluster commands by the names a deployment runbook calls them (deploy-dynamo, test-inference, demo-status,
+# preflight), as thin wrappers over the package. CLUSTER_TARGET=local rehearses them on this machine.
 CLUSTER_TARGET ?= cluster
 deploy-dynamo: $(STAMP)
 	$(BIN)/gtcdemo up --env $(ENV) --target $(CLUSTER_TARGET)

@@ -548,7 +548,7 @@ def report(scenarios: list[Scenario], results: dict[str, dict[str, list[Run]]], 
     print("\nCONNECTIONS (both keep connections alive)")
     print("  ours:   httpx, one shared AsyncClient; kept-alive connections in a free list, the least recently used "
           "taken first (aiohttp's order);\n          one per request in flight at most, opened during the warm-up or "
-          "when every open one is busy (gtcdemo.load._SlotTransport).")
+          "when every open one is busy (gtcdemo.load.transport.SlotTransport).")
     print("  aiperf: aiohttp connection pool ('--connection-reuse-strategy pooled', the default), least recently used "
           "first (TCPConnector._get).")
     print("  share of measured requests on a new connection, mean per run (ours / aiperf):")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import html
 import json
 import logging
 import threading
@@ -32,7 +31,7 @@ import pandas as pd
 from . import experiments, load, metrics, plots, project
 from .errors import ConfigError, DeploymentError, GtcdemoError
 from .inference import StreamResult, stream_chat
-from .results import Note, StatusTable, Table, engine_note, live_text, load_table, record
+from .results import Message, Note, StatusTable, Table, engine_note, live_text, load_table, record
 
 MODES = ("live", "record", "replay")
 FIXTURE = project.ROOT / "notebooks" / "recordings" / "local-dev"
@@ -50,25 +49,6 @@ def _display(obj: Any, **kwargs: Any) -> Any:
     except ImportError:  # pragma: no cover - outside a notebook
         print(repr(obj))
         return None
-
-
-class Message:
-    """A short coloured line for the audience (errors, banners)."""
-
-    def __init__(self, text: str, colour: str = "#b00020", size: str = "1.3em", background: str = "#fdecee") -> None:
-        self.text, self.colour, self.size, self.background = text, colour, size, background
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        return (f"<div style='padding:0.6em 1em;border-radius:6px;background:{self.background};"
-                f"color:{self.colour};font-size:{self.size};font-weight:bold'>{html.escape(self.text)}</div>")
-
-
-def _figure_png(fig: Any) -> Any:
-    """The figure as an image for a display handle (``handle.update`` redraws it in place)."""
-    return plots.image(fig)
 
 
 def dashboard_figure(window: pd.DataFrame, title: str, start: float | None = None, end: float | None = None) -> Any:
@@ -241,7 +221,7 @@ class Show:
             for end in (len(window) // 3, 2 * len(window) // 3, len(window)):  # redraw as it was seen, instantly
                 if handle is not None and end:
                     last = recorded.ended_at if end == len(window) else None
-                    handle.update(_figure_png(dashboard_figure(window.iloc[:end], title, recorded.started_at, last)))
+                    handle.update(plots.image(dashboard_figure(window.iloc[:end], title, recorded.started_at, last)))
             return self._client_view(recorded)
         spec = load.LoadSpec(model=self.model, concurrency=concurrency, duration_s=duration_s, warmup_requests=2,
                              input_tokens_mean=input_tokens, output_tokens=output_tokens)
@@ -263,14 +243,14 @@ class Show:
                 now = time.time()
                 window = m.window(max(started - 5, now - DASHBOARD_WINDOW_S), now)
                 if handle is not None and len(window):
-                    handle.update(_figure_png(dashboard_figure(window, title, started)))
+                    handle.update(plots.image(dashboard_figure(window, title, started)))
             if "error" in box:
                 raise box["error"]
             result: load.LoadResult = box["result"]
             settled = m.settle(result.ended_at)
             window = m.window(started - 5, settled.timestamp())
         if handle is not None and len(window):
-            handle.update(_figure_png(dashboard_figure(window, title, result.started_at, result.ended_at)))
+            handle.update(plots.image(dashboard_figure(window, title, result.started_at, result.ended_at)))
         if self.mode == "record":
             result.save(self._path(name))
             window.to_csv(self._path(f"{name}-window.csv"))
@@ -311,7 +291,7 @@ class Show:
                 demo.table.to_csv(self._path("kv_cache.csv"))
             self._save_json("kv_cache", {"priming": demo.priming, "shared_prefix_tokens": demo.shared_prefix_tokens})
         _display(demo)
-        _display(_figure_png(plots.kv_cache_effect(demo.table)))
+        _display(plots.image(plots.kv_cache_effect(demo.table)))
         shared, unique = demo.table.loc["shared prefix"], demo.table.loc["unique prompts"]
         self.values["kv cache"] = {
             "shared_prefix_tokens": demo.shared_prefix_tokens, "priming": demo.priming,

@@ -18,8 +18,11 @@ import yaml
 
 from . import modeldir, project
 from .errors import ConfigError, ValidationErrors
+from .files import read_text, shown
 
-REQUIRED_ROLES = ("prefill", "decode")
+REQUIRED_ROLES = ("prefill", "decode")  # a disaggregated env: one config per worker role
+# An aggregated env (every worker runs prefill and decode) has this one config instead of REQUIRED_ROLES.
+AGGREGATED_ROLE = "agg"
 PARALLELISM_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "moe_expert_parallel_size",
                     "enable_attention_dp")
 
@@ -59,8 +62,8 @@ def _string(value: Any) -> str | None:
     return None if isinstance(value, str) and value else f"must be a non-empty string, got {value!r}"
 
 
-# The keys this project knows (the seed's, plus common TRT-LLM LlmArgs a tuner reaches for). A key outside this
-# table is far more often a typo than a new option; add it here when it is real.
+# The keys this project knows (those engine-configs/dev/ sets, plus common TRT-LLM LlmArgs a tuner reaches for). A
+# key outside this table is far more often a typo than a new option; add it here when it is real.
 SCHEMA: dict[str, Any] = {
     "tensor_parallel_size": _int(),
     "pipeline_parallel_size": _int(),
@@ -118,11 +121,7 @@ class EngineConfig:
 
 
 def _where(path: Path, key: str) -> str:
-    try:
-        shown = path.relative_to(project.ROOT)
-    except ValueError:
-        shown = path
-    return f"{shown}: {key}" if key else str(shown)
+    return f"{shown(path)}: {key}" if key else shown(path)
 
 
 def _walk(values: dict, schema: dict, path: Path, prefix: str) -> list[ConfigError]:
@@ -158,7 +157,7 @@ def validate_values(values: dict, path: Path) -> list[ConfigError]:
             f"cuda_graph_config.max_batch_size ({cuda_max}) exceeds max_batch_size ({batch})",
             where=_where(path, "cuda_graph_config.max_batch_size"),
             fix=f"lower it to at most {batch}, or raise max_batch_size"))
-    if "cache_transceiver_config" not in values:
+    if path.stem != AGGREGATED_ROLE and "cache_transceiver_config" not in values:  # no hand-over when aggregated
         errors.append(ConfigError(
             "missing cache_transceiver_config: disaggregated workers cannot hand KV cache over without it",
             where=_where(path, "cache_transceiver_config"),
@@ -260,11 +259,7 @@ def duplicate_toml_keys(text: str) -> list[tuple[str, int, int]]:
 
 def parse(path: Path, role: str) -> EngineConfig:
     """Read one engine config file, turning YAML syntax errors and duplicate keys into located ConfigErrors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at position {exc.start}",
-                          where=_where(path, ""), fix="save the file as UTF-8") from None
+    text = read_text(path, where=_where(path, ""))
     try:
         values = load_yaml(text)
     except DuplicateKeyError as exc:
@@ -285,7 +280,7 @@ def load(env: str, directory: Path | None = None) -> dict[str, EngineConfig]:
     directory = directory or project.ENGINE_CONFIGS / project.check_env(env)
     errors: list[ConfigError] = []
     configs: dict[str, EngineConfig] = {}
-    for role in REQUIRED_ROLES:
+    for role in () if (directory / f"{AGGREGATED_ROLE}.yaml").is_file() else REQUIRED_ROLES:
         if not (directory / f"{role}.yaml").is_file():
             errors.append(ConfigError(f"missing {role}.yaml", where=_where(directory, ""),
                                       fix=f"create {role}.yaml (copy engine-configs/dev/{role}.yaml as a start)"))

@@ -1,7 +1,8 @@
 """The two small experiments the audience sees: KV-cache reuse, and why client and server TTFT differ.
 
 Both run the same load generator as everything else and read the server's side from Prometheus, so each number
-on screen has a definition (see measuring.md: AIPerf's) and a source.
+on screen has a definition (AIPerf's: TTFT runs from sending the request to the first chunk with content; README,
+"Measuring: what the numbers mean") and a source.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def prefix_cache_demo(base_url: str, model: str, metrics: Metrics | None = None,
     uncached, like the first. The priming request is measured on its own and left out of the shared batch's
     numbers, so the shared row shows what the KV router and the engine's prefix cache give every later request.
     Sequential (concurrency 1) so that each shared-prefix request can reuse the blocks already in the cache: the
-    KV router sends it to the worker that holds them (why the seed sets DYN_ROUTER_MODE=kv).
+    KV router sends it to the worker that holds them (why the DGD's Frontend sets DYN_ROUTER_MODE=kv).
     """
     seed = secrets.randbits(31) if seed is None else seed
     rows, results = {}, {}

@@ -1,23 +1,28 @@
 """OpenAI-compatible chat against the Dynamo frontend: unary and streaming, with the JSON checked.
 
-TTFT follows AIPerf: from sending the request to the first chunk carrying non-empty content.
+TTFT follows AIPerf: from sending the request to the first chunk carrying non-empty content. One request at a time,
+so the stream is read with httpx-sse (the load generator, ``gtcdemo.load``, reads many at once with its own byte-level
+reader).
 """
 
 from __future__ import annotations
 
 import functools
 import html
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
-from . import engine_config
+from . import engine_config, modeldir
+from .clock import Deadline
 from .engine_config import ContextLimit
 from .errors import ConfigError, DeploymentError
+from .local.volumes import pvc_root
 
 
 class InferenceError(DeploymentError):
@@ -68,7 +73,7 @@ def check_context(prompt_tokens: int, max_tokens: int, limit: ContextLimit | Non
 
     TRT-LLM refuses such a request on the cluster (its max_seq_len), later Dynamo frontends with HTTP 400 "This
     model's maximum context length is N tokens..." (lib/llm/src/preprocessor.rs, validate_token_count, #6635), and
-    the local graph's mocker runs with the same --max-model-len (gtcdemo/localplan.py)."""
+    the local graph's mocker runs with the same --max-model-len (gtcdemo/local/plan.py)."""
     if limit is None or prompt_tokens + max_tokens <= limit.tokens:
         return
     prompt = f"{'at least ' if at_least else ''}{prompt_tokens} prompt"
@@ -78,11 +83,20 @@ def check_context(prompt_tokens: int, max_tokens: int, limit: ContextLimit | Non
                       fix=f"shorten the prompt or lower max_tokens: prompt + output tokens at most {limit.tokens}")
 
 
+def default_tokenizer_path(model: str) -> Path:
+    """The served model's tokenizer.json: the local model folder (as the local graph mounts it)."""
+    candidate = pvc_root() / "model-nfs-pvc" / model / "tokenizer.json"
+    if candidate.is_file():
+        return candidate
+    if model == modeldir.SERVED_MODEL_NAME:
+        return modeldir.ensure_model_dir() / "tokenizer.json"  # the same small tokenizer the local graph uses
+    raise ConfigError(f"no tokenizer.json for model {model!r} (looked in {candidate.parent})",
+                      where="LoadSpec.tokenizer", fix="pass LoadSpec(tokenizer='/path/to/tokenizer.json')")
+
+
 def _prompt_tokens(model: str, prompt: str | list[dict]) -> int | None:
     """Tokens of the prompt's text with the model's tokenizer (the local model folder's, which the local frontend
     uses; the chat template adds a few more). None when no tokenizer is at hand."""
-    from .load import default_tokenizer_path
-
     text = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
     try:
         path = default_tokenizer_path(model)
@@ -128,7 +142,44 @@ def chat_completion(base_url: str, model: str, prompt: str | list[dict], *, max_
         raise InferenceError(f"cannot reach the frontend at {url}: {exc}", where=url,
                              fix="is the graph up? `gtcdemo status` (cluster: is the port-forward alive?)") from None
     _raise_for(response, url)
-    return validate_chat_completion(response.json())
+    return validate_chat_completion(_json(response, url))
+
+
+def _json(response: httpx.Response, url: str) -> Any:
+    """The body as JSON; a body that is not JSON is an InferenceError quoting its start."""
+    try:
+        return response.json()
+    except ValueError:
+        raise InferenceError(f"{url} answered HTTP {response.status_code} with a body that is not JSON: "
+                             f"{response.text[:200]!r}", where=url,
+                             fix="is this the Dynamo frontend's address? check `gtcdemo status` and `gtcdemo logs`"
+                             ) from None
+
+
+def _chunk(event: ServerSentEvent, url: str) -> dict | None:
+    """One server-sent event as a chat chunk; None when it carries none (``[DONE]``, an event without data).
+
+    An error event, or data that is not a JSON object, is an InferenceError quoting what the server sent. Dynamo
+    writes an error's text as an SSE comment (``Event::default().event("error").comment(..)``, lib/llm/src/http/
+    service/disconnect.rs), which SSE readers drop by the spec: then the message says so and the logs tell the cause.
+    """
+    fix = "the cause is in the worker and frontend logs: `gtcdemo logs`"
+    if event.event == "error":
+        said = f": {event.data[:300]}" if event.data else " without data (Dynamo writes the text as an SSE comment)"
+        raise InferenceError(f"the server sent an error event in the stream{said}", where=url, fix=fix)
+    if not event.data or event.data == "[DONE]":
+        return None
+    try:
+        chunk = event.json()
+    except ValueError as exc:
+        raise InferenceError(f"the stream carried data that is not JSON ({exc}): {event.data[:200]!r}",
+                             where=url, fix=fix) from None
+    if not isinstance(chunk, dict):
+        raise InferenceError(f"the stream carried data that is not a JSON object: {event.data[:200]!r}",
+                             where=url, fix=fix)
+    if chunk.get("error"):  # an OpenAI-style error object, sent without ``event: error``
+        raise InferenceError(f"the server sent an error in the stream: {event.data[:300]}", where=url, fix=fix)
+    return chunk
 
 
 @dataclass
@@ -185,13 +236,10 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
             if response.status_code >= 400:
                 response.read()
                 _raise_for(response, url)
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
+            for event in EventSource(response).iter_sse():  # read to the end: a kept-alive connection is reusable
+                chunk = _chunk(event, url)
+                if chunk is None:
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    continue  # read to the end, so a kept-alive connection stays reusable
-                chunk = json.loads(data)
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
@@ -204,6 +252,9 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
                         if on_text:
                             on_text(content)
                     finish = choice.get("finish_reason") or finish
+    except SSEError as exc:  # an httpx.TransportError: before the generic branch below
+        raise InferenceError(f"{url} did not answer with an event stream: {exc}", where=url,
+                             fix="is this the Dynamo frontend's address? check `gtcdemo status`") from None
     except httpx.TimeoutException:
         raise InferenceError(f"stream from {url} stalled for {timeout_s:.0f} s", where=url,
                              fix="check `gtcdemo status` and `gtcdemo logs`") from None
@@ -223,20 +274,20 @@ def stream_chat(base_url: str, model: str, prompt: str | list[dict], *, max_toke
 
 def wait_for_model(base_url: str, model: str, timeout_s: float = 60.0) -> list[str]:
     """Until ``model`` is listed AND answers a completion (it can be listed before it is routable)."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout_s)
+    while True:
         try:
             models = list_models(base_url)
             if model in models:
                 chat_completion(base_url, model, "ping", max_tokens=1, timeout_s=10)
                 return models
-            last = InferenceError(f"{model} not listed yet (listed: {models})")
+            last: Exception = InferenceError(f"{model} not listed yet (listed: {models})")
         except InferenceError as exc:
             last = exc
-        time.sleep(0.5)
-    raise InferenceError(f"{model} did not become available within {timeout_s:.0f} s: {last}", where=base_url,
-                         fix="check that the workers registered: `gtcdemo status` and `gtcdemo logs`")
+        if not deadline.sleep(0.5):
+            raise InferenceError(f"{model} did not become available within {timeout_s:.0f} s: {last}",
+                                 where=base_url,
+                                 fix="check that the workers registered: `gtcdemo status` and `gtcdemo logs`")
 
 
 def list_models(base_url: str, timeout_s: float = 5.0) -> list[str]:
@@ -246,4 +297,4 @@ def list_models(base_url: str, timeout_s: float = 5.0) -> list[str]:
         raise InferenceError(f"cannot reach the frontend at {base_url}: {exc}", where=base_url,
                              fix="is the graph up? `gtcdemo status`") from None
     _raise_for(response, base_url)
-    return [m["id"] for m in response.json().get("data", [])]
+    return [m["id"] for m in _json(response, base_url).get("data", [])]

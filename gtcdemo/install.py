@@ -13,14 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 
 from . import release
-from .project import ROOT
 
 
 def settings() -> dict:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["gtcdemo"]
+    """pyproject.toml's ``[tool.gtcdemo]``."""
+    return release.settings()["tool"]["gtcdemo"]
 
 
 def install_dynamo() -> None:

@@ -9,7 +9,6 @@ Two kinds of numbers come out of here and they are never mixed up:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from .clock import wait_until
 from .errors import DeploymentError
 from .results import CheckReport
 
@@ -229,23 +229,22 @@ class Metrics:
         Counters read before that scrape would miss the end of a run.
         """
         after = _ts(after)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            # The active targets, not `up` series: after a redeploy the old address' series stays visible for
-            # Prometheus' 5-minute lookback and would never be scraped again.
-            try:
-                targets = self.targets()
-            except DeploymentError:  # not answering yet, or an answer without the expected shape: ask again
-                targets = []
-            frontends = frontend_targets(targets)
-            scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in frontends
-                       if not t["lastScrape"].startswith("0001")]
-            if frontends and len(scrapes) == len(frontends) and min(scrapes) >= after:
-                return min(scrapes)
-            if time.monotonic() > deadline:
-                raise DeploymentError(f"Prometheus has not scraped the frontend since {after:%H:%M:%S}",
-                                      fix="check its targets (`check_requests_visible`) and scrape interval")
-            time.sleep(0.25)
+        scraped = wait_until(lambda: self._scraped_since(after), timeout_s=timeout_s, interval_s=0.25)
+        if scraped is None:
+            raise DeploymentError(f"Prometheus has not scraped the frontend since {after:%H:%M:%S}",
+                                  fix="check its targets (`check_requests_visible`) and scrape interval")
+        return scraped
+
+    def _scraped_since(self, after: datetime) -> datetime | None:
+        """The oldest last scrape of the frontend targets when every one of them is at or after ``after``."""
+        # The active targets, not `up` series: after a redeploy the old address' series stays visible for
+        # Prometheus' 5-minute lookback and would never be scraped again.
+        frontends = frontend_targets(self.targets())  # a Prometheus that does not answer is reported at once
+        scrapes = [datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")) for t in frontends
+                   if not t["lastScrape"].startswith("0001")]
+        if frontends and len(scrapes) == len(frontends) and min(scrapes) >= after:
+            return min(scrapes)
+        return None
 
     def targets(self) -> list[dict]:
         """Prometheus' active scrape targets (``/api/v1/targets``)."""

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import project
+from .results import in_notebook
 
 PALETTE = {"p50": "#76b900", "p90": "#f2a900", "p95": "#d62728", "p99": "#d62728", "mean": "#1f77b4",
            "client": "#5b2a86", "server": "#76b900", "requests": "#1f77b4", "tokens": "#76b900",
@@ -98,12 +99,9 @@ def show(fig: Figure, name: str | None = None, folder: Path | None = None) -> No
     data = png(fig)
     if name:
         (folder or output_dir()).joinpath(f"{name}.png").write_bytes(data)
-    try:
-        from IPython import get_ipython
+    if in_notebook():
         from IPython.display import Image, display
-    except ImportError:  # pragma: no cover - IPython comes with the notebooks
-        return
-    if get_ipython() is not None:
+
         display(Image(data=data, format="png"))
 
 

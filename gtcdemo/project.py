@@ -22,27 +22,23 @@ def available_envs() -> list[str]:
     return sorted(configs & {p.name for p in MANIFESTS.iterdir() if p.is_dir()})
 
 
+def _one_of(value: str, known: list[str] | tuple[str, ...], what: str, fix: str) -> str:
+    """``value`` if it is one of ``known``, else an error listing them."""
+    if value not in known:
+        raise ConfigError(f"unknown {what} {value!r}; available: {', '.join(known) or '(none)'}", where=what, fix=fix)
+    return value
+
+
 def check_env(env: str) -> str:
     """Return ``env`` if it names a config set, else raise an error listing the ones that exist."""
     envs = available_envs()
-    if env not in envs:
-        raise ConfigError(
-            f"unknown env {env!r}; available: {', '.join(envs) or '(none)'}",
-            where="env",
-            fix=f"pass one of {envs} (or add engine-configs/{env}/ and manifests/{env}/)",
-        )
-    return env
+    return _one_of(env, envs, "env", f"pass one of {envs} (or add engine-configs/{env}/ and manifests/{env}/)")
 
 
 def check_target(target: str) -> str:
     """Return ``target`` if known, else raise an error listing the known targets."""
-    if target not in TARGETS:
-        raise ConfigError(
-            f"unknown target {target!r}; available: {', '.join(TARGETS)}",
-            where="target",
-            fix="use target='local' (this machine) or target='cluster' (kube context of the env)",
-        )
-    return target
+    return _one_of(target, TARGETS, "target",
+                   "use target='local' (this machine) or target='cluster' (kube context of the env)")
 
 
 def state_root() -> Path:

@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 
 import yaml
 
+from .clock import wait_until
 from .errors import ConfigError, MissingDependencyError
+from .files import read_text
 from .project import MANIFESTS, ROOT
 
 DGD_KIND = "DynamoGraphDeployment"
@@ -35,7 +36,7 @@ DGD_KIND = "DynamoGraphDeployment"
 DYNAMO_IMAGE = re.compile(r"(^|/)ai-dynamo/[^:@]+:(?P<tag>[^@]+)")
 VERSION_TAG = re.compile(r"^(?P<version>\d+\.\d+\.\d+)(?:$|[-+])")
 
-# The release series whose local command lines gtcdemo knows (localplan), each checked on its PyPI wheel.
+# The release series whose local command lines gtcdemo knows (gtcdemo/local/plan.py), each checked on its PyPI wheel.
 KNOWN_SERIES = ((0, 8), (1, 6))
 
 # Where each release's frontend reads a histogram's bucket settings ({x} = DYN_METRICS_TTFT, DYN_METRICS_ITL,
@@ -148,7 +149,7 @@ def manifest_releases(root: Path = MANIFESTS) -> dict[str, str]:
     """Env -> the release its DGD names, read straight from manifests/<env>/ (install time: no validation)."""
     out = {}
     for path in sorted(root.glob("*/*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.safe_load_all(read_text(path)):
             if isinstance(doc, dict) and doc.get("kind") == DGD_KIND:
                 out[path.parent.name] = dgd_release(doc, where=str(path.relative_to(root.parent)))
     return out
@@ -197,8 +198,8 @@ class Release:
         if self.series not in KNOWN_SERIES:
             known = ", ".join(f"{a}.{b}" for a, b in KNOWN_SERIES)
             raise ConfigError(f"Dynamo {self.version} has no local command line in gtcdemo (known: {known})",
-                              where="gtcdemo/localplan.py", fix="rehearse that release on the cluster, or teach "
-                              "localplan its frontend and mocker flags")
+                              where="gtcdemo/local/plan.py", fix="rehearse that release on the cluster, or teach "
+                              "gtcdemo/local/plan.py its frontend and mocker flags")
         if self.venv is not None and self.stamp() != wanted_stamp(self.version):
             raise MissingDependencyError(f"Dynamo {self.version} is not installed in {self.venv}",
                                          fix="run `make setup` (or `.venv/bin/python -m gtcdemo.install`)")
@@ -301,9 +302,7 @@ def launch(argv: list[str]) -> None:
     for url in urls:
         _wait_for(url)
     if store is not None:
-        deadline = time.monotonic() + 300
-        while registrations(store) < count and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: registrations(store) >= count, timeout_s=300, interval_s=0.2)
         print(f"gtcdemo.release: {registrations(store)}/{count} workers registered in {store}; starting "
               f"{' '.join(program[:3])}", flush=True)
     if cwd:
@@ -312,20 +311,22 @@ def launch(argv: list[str]) -> None:
     os.execve(program[0], program, env)
 
 
-def _wait_for(url: str, timeout_s: float = 60.0) -> None:
-    """Until ``url`` (a loopback health URL) answers 200: a client started before its server would exit."""
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_for(url: str, timeout_s: float = 60.0) -> None:
+    """Until ``url`` (a loopback health URL) answers 200: a client started before its server would exit."""
+    if wait_until(lambda: _answers(url), timeout_s=timeout_s, interval_s=0.1):
+        return
     print(f"gtcdemo.release: {url} did not answer within {timeout_s:.0f} s; starting anyway", flush=True)
 
 

@@ -29,18 +29,24 @@ def _html_table(frame: pd.DataFrame, colour_column: str | None, colours: dict[st
     return styler.to_html()
 
 
+def in_notebook() -> bool:
+    """Whether a notebook kernel runs this code, so that IPython's ``display`` reaches the running cell's output."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks
+        return False
+    return get_ipython() is not None
+
+
 RECORD_MIME = "application/vnd.gtcdemo.record+json"
 
 
 def record(name: str, values: dict) -> None:
     """Publish ``values`` into the running cell's output under a mimetype nothing renders: the audience sees nothing,
     and tests read them back from the executed notebook (``recorded_values``), so no check runs on stage."""
-    try:
-        from IPython import get_ipython
+    if in_notebook():
         from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython comes with the notebooks
-        return
-    if get_ipython() is not None:
+
         display({RECORD_MIME: {"name": name, "values": values}}, raw=True)
 
 
@@ -227,7 +233,7 @@ class CheckReport:
 
 @dataclass
 class Overview:
-    """Several titled tables at once (the seed's `demo-status`: nodes, DGD, DGDSAs, pods, PVCs)."""
+    """Several titled tables at once (`gtcdemo demo-status`: nodes, DGD, DGDSAs, pods, PVCs)."""
 
     title: str
     tables: list[StatusTable]
@@ -241,13 +247,10 @@ class Overview:
 
 def live_progress(prefix: str = "") -> Callable[[str], None]:
     """A progress callback that redraws one line in place in a notebook (display handle), or prints outside one."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks extra
+    if not in_notebook():
         return lambda message: print(f"{prefix}{message}", flush=True)
-    if get_ipython() is None:
-        return lambda message: print(f"{prefix}{message}", flush=True)
+    from IPython.display import Markdown, display
+
     handle = display(Markdown(f"{prefix}…"), display_id=True)
 
     def update(message: str) -> None:
@@ -258,13 +261,10 @@ def live_progress(prefix: str = "") -> Callable[[str], None]:
 
 def live_text(prefix: str = "") -> Callable[[str], None]:
     """A callback that appends streamed text in place (a display handle in a notebook, stdout elsewhere)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:  # pragma: no cover
-        get_ipython = None  # type: ignore[assignment]
-    if get_ipython is None or get_ipython() is None:
+    if not in_notebook():
         return lambda piece: print(piece, end="", flush=True)
+    from IPython.display import Markdown, display
+
     handle = display(Markdown(prefix or "…"), display_id=True)
     pieces: list[str] = []
 
@@ -290,6 +290,23 @@ class Note:
 
     def _repr_html_(self) -> str:
         return f"<p style='color:#555;font-style:italic;margin:0.3em 0'>{html.escape(self.text)}</p>"
+
+
+@dataclass
+class Message:
+    """A short coloured line for the audience (errors, banners)."""
+
+    text: str
+    colour: str = "#b00020"
+    size: str = "1.3em"
+    background: str = "#fdecee"
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        return (f"<div style='padding:0.6em 1em;border-radius:6px;background:{self.background};"
+                f"color:{self.colour};font-size:{self.size};font-weight:bold'>{html.escape(self.text)}</div>")
 
 
 def engine_note(kind: str) -> Note | None:

@@ -17,3 +17,29 @@ c.LabApp.news_url = None
 # FileCheckpoints joins this to each notebook's folder, and an absolute path wins that join.
 c.FileCheckpoints.checkpoint_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lab", "checkpoints")
 os.makedirs(c.FileCheckpoints.checkpoint_dir, exist_ok=True)  # else jupyter_server falls back to the temp folder
+
+# Each notebook is a pair, notebooks/NAME.py (the source) + NAME.ipynb, kept in step by jupytext's contents manager
+# (its server extension is on once jupytext is installed; the pairing is notebooks/jupytext.toml). Saving a notebook
+# here writes both. This hook makes the .ipynb the committed form whatever ran before the save: no outputs or
+# execution counts except the expected output of `# NBVAL_CHECK_OUTPUT` cells, cell metadata reduced to the tags, and
+# the notebook metadata as committed (JupyterLab would add the running kernel's language_info and display name, and
+# jupytext its pairing options).
+COMMITTED_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                      "language_info": {"name": "python"}}
+
+
+def committed_form(model: dict, **_: object) -> None:
+    if model.get("type") != "notebook":
+        return
+    nb = model["content"]
+    nb["metadata"] = {key: dict(value) for key, value in COMMITTED_METADATA.items()}
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = {"tags": tags} if tags else {}
+        if cell["cell_type"] == "code":
+            expected = "# NBVAL_CHECK_OUTPUT" in "".join(cell["source"]) and cell["outputs"]
+            cell["outputs"] = cell["outputs"] if expected else []
+            cell["execution_count"] = 1 if expected else None
+
+
+c.ContentsManager.pre_save_hook = committed_form

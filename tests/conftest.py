@@ -1,10 +1,10 @@
-"""Shared fixtures: every test that runs a graph gets its own state folder and stops what it started."""
+"""Fixtures for the tests: a private state folder per test, graphs that stop what they started, and one running graph
+shared by the whole run's read-only tests. The helpers they use are in tests/support.py."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,17 +12,9 @@ import pytest
 
 from gtcdemo.local import LocalTarget
 
+from .support import footprint, poll, running_graph
 
-def poll(check: Callable[[], object], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "") -> object:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(interval_s)
+__all__ = ["poll", "running_graph"]  # still imported from here by a few modules; new code imports tests.support
 
 
 @pytest.fixture
@@ -48,27 +40,47 @@ def make_local(state_dir: Path) -> Iterator[Callable[..., LocalTarget]]:
         assert target.leftover_pids() == [], "teardown left processes running"
 
 
+_POINTED_AT: set[str] = set()  # the state roots GTCDEMO_STATE points at for a module's graph fixture
+
+
 @contextlib.contextmanager
-def running_graph(state: Path, **kwargs: object) -> Iterator[LocalTarget]:
-    """A dev graph with its own state root (GTCDEMO_STATE meanwhile), torn down and checked for leftovers."""
-    target = LocalTarget("dev", state_dir=state / "dev-gtc-demo", **kwargs)
-    old = os.environ.get("GTCDEMO_STATE")
-    os.environ["GTCDEMO_STATE"] = str(state)
+def state_pointing_at(target: LocalTarget) -> Iterator[None]:
+    """GTCDEMO_STATE pointing at ``target`` meanwhile: one graph fixture per module, or the later one would win."""
+    assert os.environ.get("GTCDEMO_STATE") not in _POINTED_AT, \
+        "a module takes either `graph` or `own_graph`: both point GTCDEMO_STATE at their graph"
+    root = str(target.dir.parent)
+    _POINTED_AT.add(root)
     try:
-        target.apply()
-        target.wait(timeout_s=180)
-        yield target
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("GTCDEMO_STATE", root)
+            yield
     finally:
-        target.teardown()
-        if old is None:
-            os.environ.pop("GTCDEMO_STATE", None)
-        else:
-            os.environ["GTCDEMO_STATE"] = old
-    assert target.leftover_pids() == []
+        _POINTED_AT.discard(root)
+
+
+@pytest.fixture(scope="session")
+def shared_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    """The one dev graph of the run for tests that only read from it (a graph start-up is ~20 s of a 2-core
+    machine): take it through ``graph``."""
+    with running_graph(tmp_path_factory.mktemp("shared-graph-state")) as target:
+        yield target
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    """One running dev graph shared by a module's read-only tests."""
-    with running_graph(tmp_path_factory.mktemp("graph-state")) as target:
+def graph(shared_graph: LocalTarget) -> Iterator[LocalTarget]:
+    """The shared graph, with GTCDEMO_STATE pointing at it while the module runs (the CLIs and notebook kernels its
+    tests start find it there). Read-only: a test that stops, scales or breaks a graph takes ``own_graph``; after
+    the module, every process must be the one it found."""
+    before = footprint(shared_graph)
+    with state_pointing_at(shared_graph):
+        yield shared_graph
+    after = footprint(shared_graph)
+    assert after == before, ("the module changed the shared graph (process: (pid, restarts)): "
+                             f"{before} -> {after}; a test that stops, scales or breaks a graph takes `own_graph`")
+
+
+@pytest.fixture(scope="module")
+def own_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    """A graph of the module's own, for tests that stop, scale or break it; GTCDEMO_STATE points at it meanwhile."""
+    with running_graph(tmp_path_factory.mktemp("own-graph-state")) as target, state_pointing_at(target):
         yield target

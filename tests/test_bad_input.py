@@ -17,13 +17,10 @@ the user's entry points, which is where "nothing was applied" can be checked.
 
 from __future__ import annotations
 
-import ast
-import builtins
 import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,10 +32,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gtcdemo import project
 from gtcdemo.errors import GtcdemoError
+from tests.support import REPO, copy_project, mentioning, poll
 
-REPO = Path(__file__).resolve().parents[1]
 FAKE_TOKEN = "hf_GTCDEMO_FAKE_BADINPUT_0123456789abcdef"
 DGD = "manifests/dev/20-dgd-gtc-demo.yaml"
 CM = "manifests/dev/10-engine-configmap.yaml"
@@ -61,15 +57,8 @@ class Ctx:
 
 def make_ctx(tmp: Path, monkeypatch: pytest.MonkeyPatch, kube: Any = None) -> Ctx:
     """Copy the project's inputs and point gtcdemo (in-process and in subprocesses) at the copy."""
-    root = tmp / "repo"
-    root.mkdir()
-    for name in ("engine-configs", "manifests"):
-        shutil.copytree(REPO / name, root / name)
-    shutil.copy(REPO / "pyproject.toml", root)  # the Dynamo release pins (gtcdemo/release.py reads them)
+    root = copy_project(tmp / "repo", monkeypatch)
     state = tmp / "state"
-    monkeypatch.setattr(project, "ROOT", root)
-    monkeypatch.setattr(project, "ENGINE_CONFIGS", root / "engine-configs")
-    monkeypatch.setattr(project, "MANIFESTS", root / "manifests")
     monkeypatch.setenv("GTCDEMO_STATE", str(state))
     monkeypatch.delenv("GTCDEMO_KUBE_CONTEXT", raising=False)
     if kube is None:
@@ -85,7 +74,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 def stop_anything(state_root: Path) -> None:
     """Stop whatever a row that wrongly went ahead started (without loading the bundle, which may be broken)."""
-    from gtcdemo.supervisor import alive
+    from gtcdemo.local import alive
 
     if not state_root.is_dir():
         return
@@ -111,8 +100,7 @@ VOLATILE = ("state.json", "supervisor.log", "logs", "prometheus", "discovery")
 
 def local_state(state: Path) -> dict[str, Any]:
     """The local target's footprint: state files a command writes, port claims and processes of this state root."""
-    from gtcdemo.local import PORT_CLAIMS
-    from gtcdemo.supervisor import alive
+    from gtcdemo.local import PORT_CLAIMS, alive
 
     files = {}
     for path in sorted(state.rglob("*")) if state.exists() else []:
@@ -131,10 +119,8 @@ def local_state(state: Path) -> dict[str, Any]:
             for p in json.loads((folder / "state.json").read_text())["processes"].values():
                 if alive(p.get("pid"), p.get("starttime")):
                     processes.add((p["pid"], p["name"]))
-    for proc in Path("/proc").iterdir():  # whatever names the state folder (supervisors, Prometheus...)
-        with contextlib.suppress(OSError):
-            if proc.name.isdigit() and str(state).encode() in (proc / "cmdline").read_bytes():
-                processes.add((int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")[-2].decode()[-60:]))
+    for pid, command in mentioning(state).items():  # whatever names the state folder (supervisors, Prometheus...)
+        processes.add((pid, command.rsplit(" ", 1)[-1][-60:]))
     return {"files": files, "port claims": claims, "processes": processes}
 
 
@@ -149,9 +135,7 @@ def start_graph(ctx: Ctx) -> None:
 
 def kill_supervisor(ctx: Ctx) -> None:
     """The running graph's supervisor killed with SIGKILL, as the OOM killer would; its children must follow."""
-    from gtcdemo.local import LocalTarget
-    from gtcdemo.supervisor import alive
-    from tests.conftest import poll
+    from gtcdemo.local import LocalTarget, alive
 
     start_graph(ctx)
     target = LocalTarget("dev")
@@ -255,39 +239,35 @@ def refused(call: Callable[[], object]) -> str:
     raise AssertionError(f"accepted instead of refused: {result!r}")
 
 
+def in_process(act: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
+    """Marks an entry point that runs in the test's process (no CLI, kernel or graph): such rows are fast."""
+    act.in_process = True  # type: ignore[attr-defined]
+    return act
+
+
+@in_process
 def local_apply(ctx: Ctx) -> str:
     from gtcdemo.local import LocalTarget
 
     return refused(lambda: LocalTarget("dev").apply())
 
 
-def notebook_parameters(notebook: str, fallback: dict[str, type] | None = None, **overrides: Any) -> Callable:
+def notebook_parameters(notebook: str, **overrides: Any) -> Callable:
     """The check a step notebook's first code cell runs, on the namespace papermill + IPython leave behind: the
-    parameters cell's defaults, then papermill's injected ``# Parameters`` cell (also in the kernel's ``In``)."""
+    parameters cell's defaults (and their annotations), then papermill's injected ``# Parameters`` cell (also in
+    the kernel's ``In``)."""
     def act(ctx: Ctx) -> str:
         from gtcdemo import params
 
-        path = REPO / "notebooks" / notebook
-        namespace: dict[str, Any] = {}
-        history = [""]
-        if path.exists():
-            cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-            at = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
-            defaults = "".join(cells[at]["source"])
-            call = next(n for n in ast.walk(ast.parse("".join(cells[at + 1]["source"])))
-                        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "check")
-            declared = {kw.arg: getattr(builtins, kw.value.id) for kw in call.keywords}
-            exec(defaults, namespace)  # noqa: S102 - the notebook's own parameters cell
-            history.append(defaults)
-        else:  # a notebook another change is still adding: its declared parameters from build_notebooks.py
-            assert fallback is not None, f"notebooks/{notebook} does not exist"
-            declared = fallback
-            namespace.update({"env": "dev", "target": "local"})
+        cells = json.loads((REPO / "notebooks" / notebook).read_text())["cells"]
+        defaults = "".join(next(c["source"] for c in cells if "parameters" in c["metadata"].get("tags", [])))
         injected = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in overrides.items())
+        namespace: dict[str, Any] = {}
+        exec(defaults, namespace)  # noqa: S102 - the notebook's own parameters cell
         exec(injected, namespace)  # noqa: S102 - what papermill injects
-        namespace["In"] = [*history, injected]
-        return refused(lambda: params.check(namespace, **declared))
-    return act
+        namespace["In"] = ["", defaults, injected]
+        return refused(lambda: params.check(namespace))
+    return in_process(act)
 
 
 def papermill_cli(notebook: str, *args: str) -> Callable[[Ctx], str]:
@@ -310,7 +290,7 @@ def run_notebook_api(notebook: str, parameters: dict) -> Callable[[Ctx], str]:
         from gtcdemo import workbook
 
         return refused(lambda: workbook.run_notebook(REPO / "notebooks" / notebook, ctx.tmp / "nb-out", parameters))
-    return act
+    return in_process(act)
 
 
 # -- cluster rows (run by tests/cluster/test_cluster_bad_input.py with the real API server) ----------------------
@@ -373,8 +353,6 @@ def delete_dgd_crd(ctx: Ctx) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from tests.conftest import poll
-
     ext = client.ApiextensionsV1Api(ctx.api)
     ext.delete_custom_resource_definition(DGD_CRD)
 
@@ -390,8 +368,6 @@ def delete_dgd_crd(ctx: Ctx) -> None:
 def restore_dgd_crd(ctx: Ctx) -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
-
-    from tests.conftest import poll
 
     ext = client.ApiextensionsV1Api(ctx.api)
     crd = yaml.safe_load((REPO / "tests" / "cluster" / "crds" / "dynamographdeployments.yaml").read_text())
@@ -416,9 +392,19 @@ class Case:
     needs: str = ""                  # the package change this row required (all made; kept as the why)
     cleanup: Callable[[Ctx], None] | None = None
 
+    def __post_init__(self) -> None:
+        assert self.what and self.where and self.fix, f"{self.id}: every row asserts what, where and what to do"
+
     @property
     def cluster(self) -> bool:
         return self.area == "cluster"
+
+    @property
+    def marks(self) -> list[pytest.MarkDecorator]:
+        """`local` when the row starts a graph; `unit` (`make unit`) when everything runs in this process."""
+        if self.setup in (start_graph, kill_supervisor):
+            return [pytest.mark.local]
+        return [pytest.mark.unit] if getattr(self.act, "in_process", False) else []
 
 
 BROKEN_UTF8 = "# r\xe9glage du d\xe9codage (saved as Latin-1 by an editor)\n".encode("latin-1")
@@ -433,6 +419,7 @@ NEEDS_UNREFERENCED_KEY = ("bundle.py:validate_dgd — report every ConfigMap key
                           "references (where=<DGD>.spec.services, naming the key, fix: point the worker's "
                           "--extra-engine-args at /engine-configs/<key> or remove engine-configs/<env>/<key>)")
 
+ENVS = sorted(p.name for p in (REPO / "engine-configs").iterdir() if (REPO / "manifests" / p.name).is_dir())
 NOT_RUNNING = "dev-gtc-demo (local) is not running"
 STATE_FOLDER = "state/dev-gtc-demo"
 START_IT = "start it: gtcdemo up --env dev"
@@ -540,7 +527,7 @@ CASES: list[Case] = [
          (f"{AT}.TrtllmDecodeWorker.extraPodSpec.mainContainer.command",),
          ("add `command: [python3, -m, dynamo.trtllm]`", "examples/backends/trtllm/deploy/disagg.yaml"),
          needs="bundle.py:validate_dgd — refuse a non-frontend service with args and no command: Dynamo 0.8 gives it "
-               "only `/bin/sh -c` (component_common.go), so the seed's workers crash-loop on the cluster"),
+               "only `/bin/sh -c` (component_common.go), so the committed workers crash-loop on the cluster"),
     Case("manifest-kai-queue-label", "manifest", "gtcdemo up",
          dgd_edit(lambda d: svc(d, "TrtllmPrefillWorker").__setitem__("labels", {"kai.scheduler/queue": "default"})),
          cli("up"), ("label kai.scheduler/queue is overwritten by the operator", "nothing was applied"),
@@ -568,7 +555,7 @@ CASES: list[Case] = [
                "'resources' and `gtcdemo validate` dies with a traceback"),
     # ---- parameters: the command line --------------------------------------------------------------------------
     Case("cli-unknown-env", "parameter (CLI)", "gtcdemo up", None, cli("up", "--env", "prod"),
-         ("unknown env 'prod'; available: dev",), ("env",), ("pass one of ['dev']",)),
+         (f"unknown env 'prod'; available: {', '.join(ENVS)}",), ("env",), (f"pass one of {ENVS}",)),
     Case("cli-unknown-target", "parameter (CLI)", "gtcdemo up", None, cli("up", "--target", "k8s"),
          ("invalid choice: 'k8s'",), ("--target",), ("choose from", "'cluster'")),
     Case("cli-unknown-command", "parameter (CLI)", "gtcdemo", None, cli("upp"),
@@ -611,9 +598,9 @@ CASES: list[Case] = [
          ("unknown target 'k8s'; available: local, cluster",), ("target",), ("target='local'",)),
     Case("notebook-unknown-env", "parameter (notebook)", "02_deploy parameter check", None,
          notebook_parameters("02_deploy.ipynb", env="prod"),
-         ("unknown env 'prod'; available: dev",), ("env",), ("pass one of ['dev']",)),
+         (f"unknown env 'prod'; available: {', '.join(ENVS)}",), ("env",), (f"pass one of {ENVS}",)),
     Case("notebook-zero-concurrency", "parameter (notebook)", "05_metrics parameter check", None,
-         notebook_parameters("05_metrics.ipynb", {"env": str, "target": str, "concurrency": int}, concurrency=0),
+         notebook_parameters("05_metrics.ipynb", concurrency=0),
          ("parameter 'concurrency' must be > 0, got 0",), ("notebook parameters",),
          ("pass a positive value for concurrency",)),
     Case("notebook-runner-drops-misspelt-parameter", "parameter (notebook)", "workbook.run_notebook", None,
@@ -756,14 +743,14 @@ CASES: list[Case] = [
     Case("cluster-pvc-not-bound", "cluster", "ClusterTarget.apply", pvc_pending, cluster_apply,
          ("model-nfs-pvc", "Pending"), ("dynamo-workload",), ("Bound",),
          needs="cluster.py:ClusterTarget.apply — when the model PVC exists but is not Bound, refuse before the dry "
-               "run with DeploymentError naming the claim, its phase and namespace, fix: bind it to the NFS volume "
-               "of Phase 1d-i (`kubectl describe pvc model-nfs-pvc`); today the DGD is applied and the workers "
+               "run with DeploymentError naming the claim, its phase and namespace, fix: bind it to the model's NFS "
+               "volume (`kubectl describe pvc model-nfs-pvc`); today the DGD is applied and the workers "
                "stay Pending"),
 ]
 
 
 def params_for(cases: list[Case]) -> list[Any]:
-    return [pytest.param(c, id=c.id) for c in cases]
+    return [pytest.param(c, id=c.id, marks=c.marks) for c in cases]
 
 
 def check_message(case: Case, message: str) -> None:
@@ -822,16 +809,3 @@ def test_bad_input_is_refused_with_what_where_and_fix(case: Case, tmp_path: Path
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     run_case(case, make_ctx(tmp_path, monkeypatch))
 
-
-def test_the_table_spans_every_kind_of_input_and_is_big_enough() -> None:
-    areas = {c.area for c in CASES}
-    assert {"engine config", "manifest", "parameter (CLI)", "parameter (notebook)", "cluster", "graph state",
-            "bounds", "names", "duplicate keys", "context limit"} <= areas
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
-    assert sum(c.cluster for c in CASES) >= 5
-    for c in CASES:
-        assert c.what and c.where and c.fix, f"{c.id}: every row asserts what, where and what to do"
-    # The validator-level tables complement this one (same discipline: message, location, fix).
-    from tests.unit import test_bundle, test_engine_config
-
-    assert len(test_engine_config.BAD_CONFIGS) + len(test_bundle.BAD_DGDS) >= 70

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -30,7 +29,7 @@ import pytest
 
 from gtcdemo import project
 from gtcdemo.local import LocalTarget
-from tests.conftest import poll
+from tests.support import free_port, mentioning, poll
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")  # Debian's packages
 WIDTH, HEIGHT = 1280, 800
@@ -58,29 +57,10 @@ class Lab:
         return json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
     """Content hash and mtime of every file under ``folder``: the notebooks must come out byte for byte the same."""
     return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
-
-
-def pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (the kernels name their connection file in the runtime dir)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +104,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             os.killpg(proc.pid, signal.SIGKILL)  # make and the server (the kernels have sessions of their own)
             proc.wait(timeout=10)
         try:  # kernels run in sessions of their own and exit when the server is gone (JPY_PARENT_PID)
-            poll(lambda: not pids_mentioning(str(served.runtime)), timeout_s=30, what="the lab's kernels to exit")
+            poll(lambda: not mentioning(served.runtime), timeout_s=30, what="the lab's kernels to exit")
         finally:
             graph = LocalTarget("dev", state_dir=tmp / "state" / "dev-gtc-demo")
             graph.teardown()
@@ -153,7 +133,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
-        poll(lambda: not pids_mentioning(str(profile)), timeout_s=20, what="chromium to exit")
+        poll(lambda: not mentioning(profile), timeout_s=20, what="chromium to exit")
 
 
 def set_viewport(driver: Any, height: int) -> None:
@@ -298,7 +278,7 @@ def test_demo_replays_in_the_browser(lab: Lab, browser: Any) -> None:
     log = lab.out / "demo.log"
     assert not log.exists() or "failed" not in log.read_text(), log.read_text()
     # The kernel is .venv's Python and its transport is encrypted (no "running over TCP without encryption").
-    kernels = pids_mentioning(str(lab.runtime))
+    kernels = mentioning(lab.runtime)  # the kernels name their connection file in the runtime folder
     argv0 = {Path("/proc", str(pid), "cmdline").read_bytes().split(b"\0")[0].decode() for pid in kernels}
     assert argv0 and all(Path(a).parent == project.ROOT / ".venv" / "bin" for a in argv0), argv0
     connections = list(lab.runtime.glob("kernel-*.json"))

@@ -1,7 +1,9 @@
 """The demo's sections as a presenter uses them: rehearse, then present on the same graph.
 
 Every demonstration must show its effect on every run (not only on a fresh graph), and a section that finds no
-graph must say so and change nothing.
+graph must say so and change nothing. The scaling tests change their graph, so this module runs on a graph of its
+own (``own_graph``; the KV test reads from the same one: one start-up either way, and a ``Show`` finds the graph
+through GTCDEMO_STATE, which only one graph fixture of a module can set).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from gtcdemo import localplan, project
+from gtcdemo import project
 from gtcdemo.demo import Show
 from gtcdemo.errors import DeploymentError
 from gtcdemo.local import LocalTarget
+from gtcdemo.local import plan as localplan
 from gtcdemo.results import recorded_values
+
+from .support import mentioning
 
 SERVICE = "TrtllmDecodeWorker"
 
@@ -30,20 +35,14 @@ def block_size(target: LocalTarget) -> int:
     return int(kv.get("tokens_per_block", localplan.TRTLLM_TOKENS_PER_BLOCK))
 
 
-def processes_of(folder: Path) -> list[str]:
-    """Command lines of processes that name ``folder`` (a supervisor or anything it started reads its state)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(folder) in line and "ps -eo" not in line]
-
-
 def decode_workers(target: LocalTarget) -> int:
     return sum(1 for p in target.processes() if p["service"] == SERVICE)
 
 
 @pytest.mark.local
-def test_the_kv_section_shows_its_effect_three_runs_in_a_row(graph: LocalTarget, tmp_path: Path) -> None:
+def test_the_kv_section_shows_its_effect_three_runs_in_a_row(own_graph: LocalTarget, tmp_path: Path) -> None:
     show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
-    block = block_size(graph)
+    block = block_size(own_graph)
     for run in range(3):
         demo = show.kv_cache(requests=3, prompt_tokens=2000)
         shared, unique = demo.table.loc["shared prefix"], demo.table.loc["unique prompts"]
@@ -54,42 +53,43 @@ def test_the_kv_section_shows_its_effect_three_runs_in_a_row(graph: LocalTarget,
 
 
 @pytest.mark.local
-def test_scaling_shows_the_same_step_twice_and_restores(graph: LocalTarget, tmp_path: Path) -> None:
+def test_scaling_shows_the_same_step_twice_and_restores(own_graph: LocalTarget, tmp_path: Path) -> None:
     show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
     for _ in range(2):
         table = show.scale_decode(replicas=2, concurrency=8, duration_s=2.0)
         assert list(table.index) == [1, 2] and (table["output tokens/s"] > 0).all()
         show.restore()
-        assert decode_workers(graph) == 1
+        assert decode_workers(own_graph) == 1
     show.restore()  # nothing left to undo: changes nothing
-    assert decode_workers(graph) == 1
+    assert decode_workers(own_graph) == 1
 
 
 @pytest.mark.local
-def test_scaling_starts_from_the_replicas_the_target_runs(graph: LocalTarget, tmp_path: Path) -> None:
+def test_scaling_starts_from_the_replicas_the_target_runs(own_graph: LocalTarget, tmp_path: Path) -> None:
     """Two decode workers already running (a DGDSA, an earlier run): the step is 2 -> 1 and restore returns to 2."""
-    graph.scale(SERVICE, 2)
-    graph.wait(timeout_s=120)
+    own_graph.scale(SERVICE, 2)
+    own_graph.wait(timeout_s=120)
     try:
         show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
         table = show.scale_decode(replicas=1, concurrency=8, duration_s=2.0)
         assert list(table.index) == [2, 1]
-        assert decode_workers(graph) == 1
+        assert decode_workers(own_graph) == 1
         show.restore()
-        assert decode_workers(graph) == 2
+        assert decode_workers(own_graph) == 2
     finally:
-        graph.scale(SERVICE, 1)
-        graph.wait(timeout_s=120)
+        own_graph.scale(SERVICE, 1)
+        own_graph.wait(timeout_s=120)
 
 
+@pytest.mark.unit
 def test_local_scale_refuses_a_graph_that_is_not_running(make_local: Callable[..., LocalTarget],
                                                           state_dir: Path) -> None:
     target = make_local()  # torn down after the test, should scaling have started anything
-    before = processes_of(state_dir)
+    before = mentioning(state_dir)
     with pytest.raises(DeploymentError, match="not running: nothing to scale") as info:
         target.scale(SERVICE, 2)
     assert "gtcdemo up" in (info.value.fix or "")
-    assert processes_of(state_dir) == before == []
+    assert mentioning(state_dir) == before == {}
     assert not state_dir.exists(), "scaling a stopped graph must leave nothing behind"
 
 
@@ -108,4 +108,4 @@ def test_the_live_demo_without_a_graph_says_so_and_changes_nothing(tmp_path: Pat
     shown = ["".join(o.get("data", {}).get("text/html", "")) for c in executed["cells"] for o in c.get("outputs", [])]
     assert sum("no graph is running for dev on local" in html for html in shown) == 5  # one line per section
     assert "Traceback" not in out.read_text()
-    assert not state.exists() and processes_of(state) == [], "the demo started something it was not asked to"
+    assert not state.exists() and mentioning(state) == {}, "the demo started something it was not asked to"

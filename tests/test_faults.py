@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,34 +27,19 @@ import httpx
 import pytest
 
 from gtcdemo import inference, metrics
+from gtcdemo.clock import Deadline
 from gtcdemo.errors import DeploymentError
 from gtcdemo.load import LoadResult, LoadSpec
 from gtcdemo.load import run as load_run
-from gtcdemo.local import LocalTarget, port_state
-from gtcdemo.supervisor import alive
+from gtcdemo.local import LocalTarget, alive, pick_port, port_state
 
-from .conftest import poll
+from .support import CLI, MODEL, REPO, children_of, fake_program, free_port, mentioning, poll, running_graph, take_port
 
 pytestmark = pytest.mark.local
-MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "gtcdemo"]
+REDEPLOYED: dict[str, int] = {}  # the frontend port the stale-state test's redeploy moved away from
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------------
-def blocker(port: int) -> socket.socket | None:
-    """A listening socket on 127.0.0.1:``port``, or None when someone else holds the port already."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port whose last user just died is free
-    try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-        return sock
-    except OSError:
-        sock.close()
-        return None
-
-
 def proc(target: LocalTarget, role: str) -> dict:
     return next(p for p in target.processes() if p["role"] == role)
 
@@ -103,14 +89,12 @@ def kill_group(pid: int) -> None:
 
 def read_until(stream: int, pattern: bytes, timeout_s: float, what: str) -> bytes:
     """Read a child's pipe until ``pattern`` appears (a poll on its output, with a deadline)."""
-    import select
-
     seen = b""
-    deadline = time.monotonic() + timeout_s
+    deadline = Deadline(timeout_s)
     while not re.search(pattern, seen):
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out waiting for {what}; output so far:\n{seen.decode(errors='replace')[-2000:]}"
-        ready, _, _ = select.select([stream], [], [], min(left, 1.0))
+        assert not deadline.expired, \
+            f"timed out waiting for {what}; output so far:\n{seen.decode(errors='replace')[-2000:]}"
+        ready, _, _ = select.select([stream], [], [], min(deadline.remaining, 1.0))
         if ready:
             piece = os.read(stream, 65536)
             assert piece, f"the process ended before {what}:\n{seen.decode(errors='replace')[-2000:]}"
@@ -118,66 +102,44 @@ def read_until(stream: int, pattern: bytes, timeout_s: float, what: str) -> byte
     return seen
 
 
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                    out.append(int(entry))
-    return out
-
-
 def supervisors_of(state_dir: Path) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                if b"gtcdemo.supervisor" in argv and str(state_dir).encode() in argv:
-                    pids.append(int(entry))
-    return pids
+    return sorted(pid for pid, command in mentioning(state_dir).items() if "gtcdemo.local.supervisor" in command)
 
 
-# -- one graph for the faults, started while 8000 and 9090 are taken ------------------------------------------------
+# -- one graph for the faults, started while the ports it would get are taken ---------------------------------------
 @pytest.fixture(scope="module")
-def fault_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    root = tmp_path_factory.mktemp("faults-state")
-    old = os.environ.get("GTCDEMO_STATE")
-    os.environ["GTCDEMO_STATE"] = str(root)
-    blockers = {port: blocker(port) for port in (8000, 9090)}
-    target = LocalTarget("dev", state_dir=root / "dev-gtc-demo")
-    target.blockers = blockers  # type: ignore[attr-defined]
+def taken_ports() -> Iterator[dict[str, int]]:
+    """The ports the frontend and Prometheus would get next (8000 and 9090 on an idle machine; above them when
+    another graph runs), taken by listening sockets of this test process for the module."""
+    sockets = {role: poll(lambda preferred=preferred: take_port(pick_port(preferred, set())), timeout_s=10,
+                          what=f"a free port from {preferred} to take")
+               for role, preferred in (("frontend", 8000), ("prometheus", 9090))}
     try:
-        target.apply()
-        target.wait(timeout_s=180)
-        yield target
+        yield {role: sock.getsockname()[1] for role, sock in sockets.items()}
     finally:
-        target.teardown()
-        for sock in blockers.values():
-            if sock is not None:
-                sock.close()
-        if old is None:
-            os.environ.pop("GTCDEMO_STATE", None)
-        else:
-            os.environ["GTCDEMO_STATE"] = old
-    assert target.leftover_pids() == []
+        for sock in sockets.values():
+            sock.close()
 
 
-def test_taken_ports_move_the_graph_and_it_works(fault_graph: LocalTarget) -> None:
-    held = {port for port, sock in fault_graph.blockers.items() if sock is not None}  # type: ignore[attr-defined]
+@pytest.fixture(scope="module")
+def fault_graph(taken_ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
+    with running_graph(tmp_path_factory.mktemp("faults-state")) as target:
+        yield target
+
+
+def test_taken_ports_move_the_graph_and_it_works(fault_graph: LocalTarget, taken_ports: dict[str, int]) -> None:
     frontend, prometheus = proc(fault_graph, "frontend"), proc(fault_graph, "prometheus")
-    # 8000 and 9090 are occupied (by this test's sockets, or already by another deployment): the graph moved up.
-    assert frontend["ports"]["http"] > 8000 and prometheus["ports"]["http"] > 9090
-    for port in held:
-        assert port_state(os.getpid(), port) == "own", f"our blocker on {port} lost its port"
-    assert all(port not in held for p in fault_graph.processes() for port in p["ports"].values())
+    assert frontend["ports"]["http"] > taken_ports["frontend"] and prometheus["ports"]["http"] > \
+        taken_ports["prometheus"], f"the graph did not move past the taken ports {taken_ports}"
+    for port in taken_ports.values():
+        assert port_state(os.getpid(), port) == "own", f"our socket on {port} lost its port"
+    used = {port for p in fault_graph.processes() for port in p["ports"].values()}
+    assert used.isdisjoint(taken_ports.values()), used
     assert set(fault_graph.status().frame["ready"]) == {"1/1"}
     assert completes(fault_graph)
     assert httpx.get(f"{fault_graph.prometheus_url()}/-/ready", timeout=5).status_code == 200
-    print(f"\n[faults] ports taken: {sorted(held) or 'none free to take (held by others)'}; graph moved to "
-          f"frontend {frontend['ports']['http']}, prometheus {prometheus['ports']['http']}")
+    print(f"\n[faults] ports taken: {taken_ports}; graph moved to frontend {frontend['ports']['http']}, "
+          f"prometheus {prometheus['ports']['http']}")
 
 
 def test_ctrl_c_during_wait_stops_cleanly_and_leaves_the_graph_alone(fault_graph: LocalTarget) -> None:
@@ -264,12 +226,12 @@ def test_frontend_killed_metrics_explain_what_is_missing(fault_graph: LocalTarge
         assert failure["check"] == metrics.REQUESTS
         assert "the frontend target(s) are down" in failure["detail"]
         assert "check the frontend pod/process" in failure["fix"]
-        # The other metrics calls answer (empty or NaN where data is missing) instead of raising.
+        # The other metrics calls answer (empty or NaN where data is missing) instead of raising. (What a run
+        # summary across the dead frontend counts: test_a_run_summary_across_a_dead_frontend_counts_no_negative.)
         window = m.window(start - 30, time.time())
         assert set(metrics.series_queries("1s")) <= set(window.columns)
-        summary = m.run_summary(start - 30, time.time())
-        assert summary.requests >= 0
-        assert m.settle(time.time() - 60, timeout_s=10)
+        m.run_summary(start - 30, time.time())
+        m.settle(time.time(), timeout_s=10)  # Prometheus keeps scraping (and failing on) the dead frontend
         # The client side explains too, and status shows the frontend not ready.
         with pytest.raises(DeploymentError, match=r"(?s)cannot reach the frontend.*gtcdemo status"):
             inference.chat_completion(fault_graph.frontend_url(), MODEL, "anyone?", max_tokens=2, timeout_s=5)
@@ -328,22 +290,35 @@ def test_wait_reports_ready_after_recovered_crashes(fault_graph: LocalTarget) ->
     assert ready.ready and set(ready.status.frame["ready"]) == {"1/1"}
 
 
-NEEDS_FAST_PROMETHEUS_ERRORS = (
-    "needs: metrics.py:Metrics.__init__ — pass PrometheusConnect a Retry with connect=0 (e.g. Retry(total=3, "
-    "connect=0, backoff_factor=1, status_forcelist=[408, 429, 500, 502, 503, 504])): today every call against a "
-    "dead Prometheus waits out 3 connection retries with back-off (~6 s each) before it explains, so a metrics "
-    "cell on stage hangs for tens of seconds")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "needs metrics.py:Metrics.run_summary — a counter Prometheus no longer has at `end` (the frontend down, its "
+    "series stale) is read as 0, so the run's requests come out negative (-2 measured); it should be NaN (unknown) "
+    "or the count up to the frontend's last scrape"))
+def test_a_run_summary_across_a_dead_frontend_counts_no_negative_requests(fault_graph: LocalTarget) -> None:
+    m = metrics.Metrics(fault_graph.prometheus_url(), rate_window="4s")
+    assert completes(fault_graph)  # the counter exists and is > 0 at the run's start
+    start = m.settle(time.time())
+    assert completes(fault_graph)  # one request in the run
+    m.settle(time.time())
+    frontend = proc(fault_graph, "frontend")
+    with frozen(fault_graph.supervisor_pid()):  # hold the frontend down while we look
+        kill_group(frontend["pid"])
+        poll(lambda: not m.query(metrics.REQUESTS), timeout_s=30, what="the dead frontend's series to go stale")
+        requests = m.run_summary(start, time.time()).requests
+    poll(lambda: recovered(fault_graph, "frontend", frontend["restarts"] + 1), timeout_s=60,
+         what="frontend Running again")
+    assert math.isnan(requests) or requests >= 1, f"{requests} requests in a run that sent one"
 
 
+@pytest.mark.unit
 def test_a_dead_prometheus_is_explained_promptly() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
-    m = metrics.Metrics(url, rate_window="4s")
+    m = metrics.Metrics(f"http://127.0.0.1:{free_port()}", rate_window="4s")  # nothing listens there
+    deadline = Deadline(60)
     report = m.check_requests_visible()
     assert not report.ok and report.failures[0]["check"] == "Prometheus reachable"
-    # Promptly = no connection retries with back-off (a behaviour, not a timing: timings live in benchmarks/).
-    assert m.prom._session.get_adapter(url).max_retries.connect == 0
+    # Promptly: a refused connection answers in milliseconds, where connection retries with back-off would wait
+    # 3 s or more (3 retries at back-off factor 0.5: 0 + 1 + 2 s) before the notebook cell could explain.
+    assert deadline.elapsed < 1.0, f"{deadline.elapsed:.1f} s to explain a refused connection: retried?"
 
 
 CTRL_C_LOAD = """
@@ -399,7 +374,7 @@ def test_stale_state_from_a_crashed_run_then_up_works(fault_graph: LocalTarget) 
     env = {**os.environ, "GTCDEMO_STATE": str(fault_graph.dir.parent)}
     # And meanwhile something else takes the old frontend port (once the killed frontend's socket is gone: in a
     # full run the kernel sometimes had not released it yet when the process was already reported dead).
-    taken = poll(lambda: blocker(old_port), timeout_s=30, what=f"port {old_port} free to take")
+    taken = poll(lambda: take_port(old_port), timeout_s=30, what=f"port {old_port} free to take")
     try:
         up = subprocess.run([*CLI, "up", "--timeout", "180"], env=env, capture_output=True, text=True, timeout=240)
     finally:
@@ -407,36 +382,31 @@ def test_stale_state_from_a_crashed_run_then_up_works(fault_graph: LocalTarget) 
     assert up.returncode == 0, up.stderr[-3000:]
     assert "graph started" in up.stdout and "READY" in up.stdout
     assert proc(fault_graph, "frontend")["ports"]["http"] != old_port
-    fault_graph.moved_from = old_port  # type: ignore[attr-defined]
+    REDEPLOYED["from_port"] = old_port
     assert fault_graph.supervisor_pid() not in (None, old_supervisor)
     assert supervisors_of(fault_graph.dir) == [fault_graph.supervisor_pid()]
     assert set(fault_graph.status().frame["ready"]) == {"1/1"}
     assert completes(fault_graph)
 
 
-NEEDS_SETTLE_ON_ACTIVE_TARGETS = (
-    "needs: metrics.py:Metrics.settle — decide from Prometheus' active targets (/api/v1/targets: every frontend "
-    "target has lastScrape >= after) instead of min(timestamp(up{...})) of the frontend's series: after a "
-    "redeploy whose frontend has another address (locally a new port when the old one is taken; on the cluster "
-    "always, a new pod IP) the previous frontend's `up` series is still returned for Prometheus' 5-minute lookback "
-    "with its old timestamp, so settle (notebooks 04 and 05) times out after 120 s; seen in the walkthrough run twice")
-
-
 def test_metrics_settle_after_a_redeploy_on_a_new_port(fault_graph: LocalTarget) -> None:
-    if getattr(fault_graph, "moved_from", None) is None:  # run alone: redeploy here, the old port taken meanwhile
+    """After a redeploy whose frontend has another address (locally a new port when the old one is taken; on the
+    cluster always, a new pod IP), the old address' series stays in Prometheus' 5-minute lookback: settle (notebooks
+    04 and 05) must still answer."""
+    if "from_port" not in REDEPLOYED:  # run alone: redeploy here, the old port taken meanwhile
         old_port = proc(fault_graph, "frontend")["ports"]["http"]
         fault_graph.teardown()
-        taken = blocker(old_port)
+        taken = take_port(old_port)
         try:
             fault_graph.apply()
         finally:
             if taken is not None:
                 taken.close()
         fault_graph.wait(timeout_s=180)
-        fault_graph.moved_from = old_port  # type: ignore[attr-defined]
-    assert proc(fault_graph, "frontend")["ports"]["http"] != fault_graph.moved_from  # type: ignore[attr-defined]
+        REDEPLOYED["from_port"] = old_port
+    assert proc(fault_graph, "frontend")["ports"]["http"] != REDEPLOYED["from_port"]
     m = metrics.Metrics(fault_graph.prometheus_url(), rate_window="4s")
-    assert m.settle(time.time(), timeout_s=10).timestamp() >= time.time() - 10
+    m.settle(time.time(), timeout_s=10)  # raises when the old address' series holds it back
 
 
 # -- Ctrl-C under papermill, and two commands at once: each on its own deployment --------------------------------
@@ -445,12 +415,10 @@ def test_ctrl_c_during_a_notebook_run(tmp_path: Path, monkeypatch: pytest.Monkey
     graph the notebook started is stopped by a later teardown with nothing left over."""
     state = tmp_path / "state"
     monkeypatch.setenv("GTCDEMO_STATE", str(state))
-    fake = tmp_path / "bin" / "prometheus"  # never ready: the wait cell keeps waiting until interrupted
-    fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\nexec sleep 600\n")
-    fake.chmod(0o755)
+    # A Prometheus that never gets ready: the wait cell keeps waiting until interrupted.
+    fake = fake_program(tmp_path / "bin", "prometheus", "#!/bin/sh\nexec sleep 600\n")
     out = tmp_path / "02_deploy.ipynb"
-    env = {**os.environ, "TQDM_DISABLE": "1", "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "TQDM_DISABLE": "1", "PATH": f"{fake}:{os.environ['PATH']}"}
     paper = subprocess.Popen([sys.executable, "-m", "papermill", str(REPO / "notebooks" / "02_deploy.ipynb"),
                               str(out), "-p", "env", "dev"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, start_new_session=True)

@@ -7,7 +7,6 @@ after the first one a kernel drew (the inline backend's ``interactive`` flag was
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import nbformat
@@ -18,6 +17,8 @@ from papermill.parameterize import parameterize_notebook
 
 from gtcdemo import project
 from gtcdemo.local import LocalTarget
+
+from .support import free_port
 
 SYNTHETIC = """
 import matplotlib
@@ -129,9 +130,7 @@ def test_load_progress_in_a_notebook_is_one_line_redrawn_not_stderr(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Jupyter shows stderr in a pink box that reads as an error: the progress bar must not write there."""
     monkeypatch.delenv("TQDM_DISABLE", raising=False)  # the notebooks' conftest may have set it for nbval
-    with socket.socket() as s:  # a port nothing listens on: every request fails fast, and is counted
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there: every request fails fast, and is counted
     source = ("from gtcdemo import load, modeldir\n"
               "spec = load.LoadSpec(modeldir.SERVED_MODEL_NAME, concurrency=1, num_requests=3)\n"
               f"result = load.run('http://127.0.0.1:{port}', spec)\n"

@@ -17,12 +17,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
-from gtcdemo import load
+from gtcdemo import inference, load
 from gtcdemo.errors import ConfigError
 from gtcdemo.load import LoadResult, LoadSpec
+from gtcdemo.load.progress import progress_bar
+from gtcdemo.load.sse import ChatStream
+from gtcdemo.load.transport import NEW_CONNECTION, SlotTransport
 from gtcdemo.local import LocalTarget
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -182,7 +186,7 @@ def test_warmup_is_sent_but_excluded(graph: LocalTarget) -> None:
 @local
 def test_unknown_model_is_counted_as_http_error(graph: LocalTarget) -> None:
     spec = LoadSpec("no-such-model", concurrency=1, num_requests=2,
-                    tokenizer=str(load.default_tokenizer_path(MODEL)))
+                    tokenizer=str(inference.default_tokenizer_path(MODEL)))
     with graph.frontend() as url:
         result = load.run(url, spec, progress=False)
     assert list(result.records["status"]) == ["error", "error"] and set(result.records["http_status"]) == {404}
@@ -286,9 +290,9 @@ def test_run_inside_a_running_loop_uses_a_thread() -> None:
 def test_progress_bar_honours_tqdm_disable(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = LoadSpec(MODEL, concurrency=1, num_requests=1)
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert load._progress_bar(spec, True).disable
+    assert progress_bar(spec, True).disable
     monkeypatch.delenv("TQDM_DISABLE")
-    assert load._progress_bar(spec, False).disable
+    assert progress_bar(spec, False).disable
 
 
 def _sse(obj: object) -> bytes:
@@ -357,7 +361,7 @@ def test_failures_are_classified_and_counted() -> None:
         elif n == 1:  # the server dies mid-stream
             await _stream(writer, CONTENT, TOKEN, end=False)
             writer.transport.abort()
-        elif n == 2:  # an error event inside a 200 stream (what Dynamo sends when a worker dies)
+        elif n == 2:  # an error event inside a 200 stream, with an OpenAI-style error object
             await _stream(writer, CONTENT, b'event: error\ndata: {"error": {"message": "worker gone"}}\n\n')
         elif n == 3:
             body = b'{"message":"overloaded"}'
@@ -365,10 +369,12 @@ def test_failures_are_classified_and_counted() -> None:
             await writer.drain()
         elif n == 4:  # a stream that never produces content
             await _stream(writer, USAGE, DONE)
-        else:  # garbage instead of JSON
+        elif n == 5:  # garbage instead of JSON
             await _stream(writer, b"data: {not json\n\n", DONE)
+        else:  # Dynamo's own error event: its text is an SSE comment (lib/llm/src/http/service/disconnect.rs)
+            await _stream(writer, CONTENT, b"event: error\n: worker gone\n\n", DONE)
 
-    result = asyncio.run(_scripted_run(script, LoadSpec(MODEL, concurrency=1, num_requests=6, timeout_s=10)))
+    result = asyncio.run(_scripted_run(script, LoadSpec(MODEL, concurrency=1, num_requests=7, timeout_s=10)))
     rec = result.records.set_index("index")
     assert rec.loc[0, "status"] == "ok" and rec.loc[0, "output_tokens"] == 2 and rec.loc[0, "cached_tokens"] == 3
     assert rec.loc[0, "request_id"] == "chatcmpl-fake" and rec.loc[0, "itl_s"] > 0
@@ -377,7 +383,8 @@ def test_failures_are_classified_and_counted() -> None:
     assert rec.loc[3, "http_status"] == 503 and "overloaded" in rec.loc[3, "error"]
     assert rec.loc[4, "error"] == "the stream carried no content"
     assert "JSONDecodeError" in rec.loc[5, "error"]
-    assert result.summary()["error_count"] == 5 and not result.interrupted
+    assert rec.loc[6, "error"] == "error event in the stream"
+    assert result.summary()["error_count"] == 6 and not result.interrupted
 
 
 def test_a_binding_cap_is_reported_and_arrivals_keep_their_schedule() -> None:
@@ -405,7 +412,7 @@ def test_a_binding_cap_is_reported_and_arrivals_keep_their_schedule() -> None:
 
 def test_the_pool_reuses_the_connection_idle_longest() -> None:
     """Least recently used first, as aiohttp's pool (AIPerf): a connection freed a moment ago delays the next first
-    token by the client's delayed ACK (see gtcdemo.load._SlotTransport), one idle longer does not."""
+    token by the client's delayed ACK (see gtcdemo.load.transport.SlotTransport), one idle longer does not."""
     served: dict[int, int] = {}  # request number at the server -> client port of the connection it came on
     gates = {0: asyncio.Event(), 1: asyncio.Event()}
 
@@ -417,12 +424,12 @@ def test_the_pool_reuses_the_connection_idle_longest() -> None:
 
     async def main() -> list[bool]:
         async with Scripted(script).serving() as url:
-            transport = load._SlotTransport(load.httpx.create_ssl_context(verify=False))
-            async with load.httpx.AsyncClient(transport=transport) as client:
+            transport = SlotTransport(httpx.create_ssl_context(verify=False))
+            async with httpx.AsyncClient(transport=transport) as client:
                 async def request() -> bool:
                     async with client.stream("POST", url + "/v1/chat/completions", content=b"{}") as resp:
                         await resp.aread()
-                        return resp.extensions[load.NEW_CONNECTION]
+                        return resp.extensions[NEW_CONNECTION]
 
                 first = {asyncio.create_task(request()), asyncio.create_task(request())}
                 deadline = time.monotonic() + 10
@@ -438,6 +445,30 @@ def test_the_pool_reuses_the_connection_idle_longest() -> None:
     new = asyncio.run(main())
     assert new == [True, True, False] and served[0] != served[1]
     assert served[2] == served[0]  # the one idle longest, not the one freed last
+
+
+KEEP_ALIVE = b": keep-alive\n\n"
+CUTS = {  # the same stream in pieces as the server's writes may arrive: (pieces, the one with the first content)
+    "one piece per event": ([KEEP_ALIVE, CONTENT, TOKEN, TOKEN, USAGE, DONE], 1),
+    "all in one piece": ([KEEP_ALIVE + CONTENT + TOKEN + TOKEN + USAGE + DONE], 0),
+    "first content cut twice": ([KEEP_ALIVE + CONTENT[:9], CONTENT[9:30], CONTENT[30:] + TOKEN, TOKEN + USAGE + DONE],
+                                2),
+}
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+def test_the_byte_reader_is_the_same_however_the_stream_is_cut(cut: str) -> None:
+    """The records' reader (gtcdemo.load.sse): the first content is found in the piece that completes its line, the
+    content chunks are counted, the final usage is read, whether a piece holds one event, all, or part of one."""
+    pieces, expected = CUTS[cut]
+    stream = ChatStream()
+    assert [i for i, piece in enumerate(pieces) if stream.feed(piece)] == [expected] and not stream.error
+    assert stream.end() and stream.content_chunks == 3 and stream.request_id == "chatcmpl-fake"
+    assert stream.usage == {"prompt_tokens": 7, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 3}}
+    broken = ChatStream()
+    assert [broken.feed(p) for p in (CONTENT, b'event: error\ndata: {"error": {"message": "worker gone"}}\n\n')] == \
+        [True, False]
+    assert "worker gone" in broken.error
 
 
 def test_a_stalled_stream_times_out() -> None:

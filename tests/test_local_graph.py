@@ -13,14 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gtcdemo import inference, local, metrics
+from gtcdemo import inference, metrics
 from gtcdemo.errors import DeploymentError, MissingDependencyError
-from gtcdemo.local import LocalTarget
+from gtcdemo.local import LocalTarget, checks, port_free
 
 from .conftest import poll
 
 pytestmark = pytest.mark.local
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+DECODE = "TrtllmDecodeWorker"
 
 
 def test_status_is_a_pod_table_of_four_ready_processes(graph: LocalTarget) -> None:
@@ -104,7 +105,7 @@ def test_down_stops_everything_and_is_idempotent(make_local) -> None:
     assert target.leftover_pids() == [] and not target.is_running()
     for port_map in ports:
         for port in port_map.values():
-            assert local._port_free(port), f"port {port} still bound after down"
+            assert port_free(port), f"port {port} still bound after down"
     assert target.teardown().rows == []  # second teardown: no error, nothing to do
 
 
@@ -130,6 +131,36 @@ def test_down_after_supervisor_was_killed_stops_orphans(make_local) -> None:
     target.teardown()
     assert target.leftover_pids() == []
     poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout_s=10, what="orphans to go")
+
+
+def test_scale_is_kept_by_the_target_not_the_bundle_and_apply_says_what_it_started(make_local) -> None:
+    """`scale` leaves the env's bundle as its files say; the count lives in the state folder, so any LocalTarget
+    (another process, a notebook) sees it and a later `apply` keeps it. `apply` says what it started: a graph
+    whose supervisor died is started again even though no object changed."""
+    target = make_local()
+    first = target.apply()
+    assert {(r["kind"], r["action"]) for r in first.rows if r["kind"] == "Process"} == {("Process", "started")}
+    target.wait(timeout_s=120)
+    scaled = target.scale(DECODE, 2)
+    assert scaled.changed and {"kind": "Process", "name": "trtllmdecodeworker-1", "action": "started"} in scaled.rows
+    assert target.bundle.services[DECODE]["replicas"] == 1  # the env's bundle: what its files say
+    other = LocalTarget("dev")
+    assert other.replicas(DECODE) == 2 and other.replicas("TrtllmPrefillWorker") == 1
+    again = other.apply()
+    assert not again.changed and {r["action"] for r in again.rows} == {"unchanged"}, again
+    assert f"{DECODE}: kept its 2 scaled replicas (the manifest says 1)" in again.note
+    target.wait(timeout_s=120)
+    assert sorted(p["name"] for p in target.processes() if p["service"] == DECODE) == [
+        "trtllmdecodeworker-0", "trtllmdecodeworker-1"]
+    os.kill(target.supervisor_pid(), signal.SIGKILL)
+    poll(lambda: not target.is_running(), timeout_s=10, what="supervisor to die")
+    assert target.replicas(DECODE) == 0  # nothing runs
+    restarted = LocalTarget("dev").apply()
+    assert {r["action"] for r in restarted.rows if r["kind"] != "Process"} == {"unchanged"}
+    assert restarted.changed and len([r for r in restarted.rows if r["action"] == "started"]) == 5, restarted
+    assert target.replicas(DECODE) == 2
+    target.teardown()
+    assert LocalTarget("dev").state.scaled() == {}  # the next `up` runs what the manifest says
 
 
 def test_process_exiting_at_startup_fails_wait_at_once_with_its_log(make_local, tmp_path: Path,
@@ -163,9 +194,9 @@ def test_taken_port_moves_the_frontend(make_local) -> None:
 
 
 def test_missing_prometheus_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    monkeypatch.setattr(checks.shutil, "which", lambda name: None)
     with pytest.raises(MissingDependencyError, match=r"apt-get install -y prometheus"):
-        local.check_dependencies()
+        checks.check_dependencies()
 
 
 def test_cli_up_status_down(state_dir: Path) -> None:

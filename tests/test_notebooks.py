@@ -39,7 +39,7 @@ def test_a_misspelt_parameter_fails_with_papermills_banner(path: Path, tmp_path:
 
 @pytest.mark.parametrize(("parameters", "message"), [
     ({"target": "kubernetes"}, "unknown target 'kubernetes'; available: local, cluster"),
-    ({"env": "prod"}, "unknown env 'prod'; available: dev"),
+    ({"env": "prod"}, "unknown env 'prod'; available: agg, dev"),
 ], ids=["target", "env"])
 def test_a_bad_value_is_refused_before_anything_runs(parameters: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(papermill.PapermillExecutionError) as info:

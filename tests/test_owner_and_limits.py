@@ -1,8 +1,8 @@
 """Issue 12 on real processes: the graph dies with its supervisor, `status` says what happened, and the local graph
 enforces the model's context as the engine on the cluster does.
 
-The supervisor tests run the real ``python -m gtcdemo.supervisor`` on a small plan (``sleep`` directly, and through
-the 0.8 release launcher ``python -m gtcdemo.release``, which execs its program), so they need no Dynamo; the
+The supervisor tests run the real ``python -m gtcdemo.local.supervisor`` on a small plan (``sleep`` directly, and
+through the 0.8 release launcher ``python -m gtcdemo.release``, which execs its program), so they need no Dynamo; the
 bad-input table kills the supervisor of a real Dynamo graph (``state-status-after-the-supervisor-was-killed``).
 """
 
@@ -21,9 +21,8 @@ import httpx
 import pytest
 
 from gtcdemo import load, modeldir
-from gtcdemo.local import LocalTarget
-from gtcdemo.supervisor import alive, proc_starttime, write_json
-from tests.conftest import poll
+from gtcdemo.local import LocalTarget, alive, proc_starttime, write_json
+from tests.support import poll
 
 pytestmark = pytest.mark.local
 
@@ -43,8 +42,8 @@ def supervised(tmp_path: Path) -> Iterator[tuple[LocalTarget, subprocess.Popen, 
     procs = [_proc("frontend-0", ["/bin/sleep", "600"], state),
              _proc("trtllmdecodeworker-0", [sys.executable, "-m", "gtcdemo.release", "--", "/bin/sleep", "601"], state)]
     write_json(state / "plan.json", {"procs": procs, "prometheus_config": None})
-    supervisor = subprocess.Popen([sys.executable, "-m", "gtcdemo.supervisor", str(state)], start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    supervisor = subprocess.Popen([sys.executable, "-m", "gtcdemo.local.supervisor", str(state)],
+                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = LocalTarget("dev", state_dir=state)
     try:
         running = poll(lambda: [p for p in target.processes() if p["pid"]] if len(
@@ -94,7 +93,7 @@ def test_status_names_the_processes_a_dead_supervisor_left_running(tmp_path: Pat
         assert target.not_running().fix == "stop them: gtcdemo down --env dev; then start it: gtcdemo up --env dev"
         assert list(status.frame["phase"]) == ["Orphaned"] and list(status.frame["pid"]) == [orphan.pid]
         target.teardown()
-        assert orphan.wait(timeout=10) is not None
+        assert orphan.wait(timeout=10) == -signal.SIGTERM, "`down` did not stop the orphan"
     finally:
         with contextlib.suppress(ProcessLookupError):
             orphan.kill()

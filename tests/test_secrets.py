@@ -25,10 +25,10 @@ import pytest
 from gtcdemo import workbook
 from gtcdemo.local import LocalTarget
 
+from .support import CLI, REPO, fake_program, group_members
+
 pytestmark = pytest.mark.local
 TOKEN = "hf_GTCDEMO_FAKE_7Qx2mV9pL4sK8dN3wR6tY1uZ5bC0eFa"
-REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "gtcdemo"]
 FORMS = (TOKEN.encode(), base64.b64encode(TOKEN.encode()).rstrip(b"="),
          base64.urlsafe_b64encode(TOKEN.encode()).rstrip(b"="))
 
@@ -92,18 +92,6 @@ def socket_inodes(pid: int) -> set[str]:
                 if link.startswith("socket:["):
                     inodes.add(link[8:-1])
     return inodes
-
-
-def group_members(pgid: int) -> list[int]:
-    """Every process in process group ``pgid`` (each graph process runs in its own group, helpers included)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
-                    members.append(int(entry))
-    return members
 
 
 def is_loopback(address: str) -> bool:
@@ -175,11 +163,7 @@ server.serve_forever()
 
 def fake_kubectl(folder: Path) -> tuple[Path, Path]:
     """Write the fake `kubectl` into ``folder`` (put it first on PATH); returns (its folder, its argv log)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "kubectl"
-    script.write_text(FAKE_KUBECTL.format(python=sys.executable))
-    script.chmod(0o755)
-    return folder, folder / "kubectl-calls.jsonl"
+    return fake_program(folder, "kubectl", FAKE_KUBECTL.format(python=sys.executable)), folder / "kubectl-calls.jsonl"
 
 
 def kubectl_calls(log: Path) -> list[dict]:
@@ -221,13 +205,6 @@ def token_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loca
     finally:
         target.teardown()
     assert target.leftover_pids() == []
-
-
-NEEDS_NO_TOKEN_IN_CHILDREN = (
-    "needs: local.py:LocalTarget._start_supervisor and supervisor.py:Supervisor.start — drop HF_TOKEN and "
-    "HUGGING_FACE_HUB_TOKEN (what the DGD's envFromSecret hf-token carries on the cluster) from the environment handed "
-    "to the supervisor and to every child; the local graph downloads nothing (HF_HUB_OFFLINE=1), yet today every "
-    "process inherits the caller's token")
 
 
 class TestWhileTheGraphRuns:
@@ -307,9 +284,7 @@ LIGHT = {"env": "dev", "target": "local", "max_tokens": 8, "kv_requests": 2, "kv
 
 
 def test_walkthrough_twice_in_a_row_leaks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every step notebook, 00 to 99, twice in a row. Each run gets its own state folder: with one folder, a second
-    run whose frontend lands on another port hangs in Metrics.settle (test_faults.py::
-    test_metrics_settle_after_a_redeploy_on_a_new_port, xfail until fixed; then one folder can be used here)."""
+    """Every step notebook, 00 to 99, twice in a row, each run with a state folder of its own, scanned after it."""
     for key, value in token_env().items():
         monkeypatch.setenv(key, value)
     notebooks = workbook.step_notebooks()

@@ -7,9 +7,9 @@
   ``.restricted_kubeconfig(rules)``; after the test every object it created in dynamo-workload, dynamo-system and
   monitoring, and every node, PV, RuntimeClass and KAI queue, is deleted (and waited for), so tests do not see each
   other's objects.
-- ``platform`` (function): ``kube`` plus what the seed's platform has (nodes, RuntimeClass, PVC, hf-token, Dynamo's
-  platform chart with Grove + KAI: the operator Deployment, grove-operator, the KAI queues; Prometheus Service). Its
-  ``.platform`` holds the names created.
+- ``platform`` (function): ``kube`` plus what the demo cluster's platform has (nodes, RuntimeClass, PVC, hf-token,
+  Dynamo's platform chart with Grove + KAI: the operator Deployment, grove-operator, the KAI queues; Prometheus
+  Service). Its ``.platform`` holds the names created.
 - ``kubelet`` (function): the FakeKubelet ClusterTarget takes as ``access`` (logs, port-forwards).
 
 Every test in this folder is marked ``cluster``.
@@ -102,7 +102,7 @@ def kube(envtest: EnvTest) -> Iterator[Kube]:
 
 @pytest.fixture
 def platform(kube: Kube) -> Kube:
-    kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN)
+    kube.platform = kube.operator.demo_platform(fake_token=FAKE_HF_TOKEN)
     return kube
 
 

@@ -3,7 +3,7 @@
 Nothing runs in envtest except kube-apiserver, etcd and Dynamo's validating webhook (``webhook.py``): no controller
 turns a DGD into pods, no scheduler binds them, no kubelet reports their status. ``FakeOperator`` writes those
 objects the way the real components would, so the cluster code under test reads exactly what it would read on the
-seed's DigitalOcean cluster. Tests drive it step by step::
+demo's DigitalOcean cluster (do-nyc2-gtc-demo). Tests drive it one action at a time::
 
     op = FakeOperator(operator_api_client)   # as the operator's service account (EnvTest.operator_client())
     pods = op.reconcile("gtc-demo")          # {"Frontend": ["gtc-demo-0-frontend-x7k2p"], ...}
@@ -82,7 +82,7 @@ OPERATOR_IMAGE = "nvcr.io/nvidia/ai-dynamo/kubernetes-operator:0.8.1"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_BRAND_LABEL = "doks.digitalocean.com/gpu-brand"
-# The seed's cluster: 3 x gpu-h100x1-80gb (tainted) and 2 x s-2vcpu-4gb. Fixed names so tests can refer to them.
+# The demo cluster: 3 x gpu-h100x1-80gb (tainted) and 2 x s-2vcpu-4gb. Fixed names so tests can refer to them.
 GPU_NODES = ("gpu-h100x1-80gb-0a1bq", "gpu-h100x1-80gb-2c3dr", "gpu-h100x1-80gb-4e5fs")
 MGMT_NODES = ("s-2vcpu-4gb-6g7ht", "s-2vcpu-4gb-8h9ju")
 UNSCHEDULABLE_MESSAGE = ("0/5 nodes are available: 3 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint "
@@ -487,7 +487,8 @@ class FakeOperator:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{clique}-{suffix()}", "namespace": self.namespace, "labels": labels,
                          "annotations": annotations,
-                         # Grove's PodClique owns the pod (no Grove CRDs here: the reference only has its shape).
+                         # Grove's PodClique owns the pod (no Grove CRDs here): named <dgd>-0-<service lowercased>, as
+                         # dynamo/grove.go GetComponentReadinessAndServiceReplicaStatuses reads it back.
                          "ownerReferences": [{"apiVersion": "grove.io/v1alpha1", "kind": "PodClique",
                                               "name": clique, "controller": True, "blockOwnerDeletion": True,
                                               "uid": _hex(dgd["metadata"]["uid"] + clique, 32)}]},
@@ -1005,10 +1006,10 @@ class FakeOperator:
         }
         return self.core.create_namespaced_event(obj.metadata.namespace, body)
 
-    # == the platform (what the seed's Phase 1d-i left on the cluster) ==========================================
+    # == the platform (what the platform install left on the demo cluster) ======================================
     def create_node(self, name: str, gpu: bool = True, *, index: int = 0) -> client.V1Node:
-        """A Node object like the seed's DOKS nodes (nothing contacts it): GPU nodes are gpu-h100x1-80gb, labelled
-        gpu-brand=nvidia, tainted nvidia.com/gpu:NoSchedule, with nvidia.com/gpu: 1; else s-2vcpu-4gb."""
+        """A Node object like the demo cluster's DOKS nodes (nothing contacts it): GPU nodes are gpu-h100x1-80gb,
+        labelled gpu-brand=nvidia, tainted nvidia.com/gpu:NoSchedule, with nvidia.com/gpu: 1; else s-2vcpu-4gb."""
         size = "gpu-h100x1-80gb" if gpu else "s-2vcpu-4gb"
         labels = {
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
@@ -1055,9 +1056,9 @@ class FakeOperator:
         # node lifecycle controller (absent here) would remove it once the node is Ready: set the taints we mean.
         return self.core.patch_node(name, [{"op": "replace", "path": "/spec/taints", "value": taints}])
 
-    def seed_platform(self, fake_token: str = "hf_FAKE_TOKEN_FOR_TESTS", *, dynamo_operator: bool = True,
+    def demo_platform(self, fake_token: str = "hf_FAKE_TOKEN_FOR_TESTS", *, dynamo_operator: bool = True,
                       grove: bool = True, queue: bool = True) -> dict[str, Any]:
-        """What the seed's platform (Phase 1d-i) left on the cluster: 3 GPU + 2 mgmt nodes, RuntimeClass nvidia,
+        """What the platform install left on the demo cluster: 3 GPU + 2 mgmt nodes, RuntimeClass nvidia,
         PV/PVC model-nfs-pvc (Bound), secret hf-token (HF_TOKEN = ``fake_token``), Prometheus' Service in
         monitoring, and Dynamo's platform chart 0.8 with Grove + KAI in dynamo-system: the Dynamo operator
         (``dynamo_operator``), ``grove-operator`` (``grove``) and KAI's queues ``dynamo-default`` / ``dynamo``
@@ -1133,7 +1134,7 @@ class FakeOperator:
         """The Dynamo operator as the platform chart installs it (components/operator/templates/deployment.yaml,
         serviceaccount.yaml, _helpers.tpl): Deployment and ServiceAccount
         ``dynamo-platform-dynamo-operator-controller-manager``, the chart's labels, and one Ready pod. The chart's
-        version labels say 0.8.1, the release the seed installs (cf433e682's subchart still says 0.7.1)."""
+        version labels say 0.8.1, the release the demo cluster runs (cf433e682's subchart still says 0.7.1)."""
         selector = {"control-plane": "controller-manager", "app.kubernetes.io/name": "dynamo-operator",
                     "app.kubernetes.io/instance": "dynamo-platform"}
         labels = {**selector, "app.kubernetes.io/component": "manager",

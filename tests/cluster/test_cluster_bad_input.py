@@ -1,4 +1,4 @@
-"""The cluster side of issue 6, on a real kube-apiserver + etcd (the tests play the operator and kubelet):
+"""Bad input on the cluster target (issue 6), on a real kube-apiserver + etcd (the tests play the operator and kubelet):
 
 - the cluster rows of the bad-input table in tests/test_bad_input.py (one table for every kind of input), each
   checked against the API server: every object keeps its resourceVersion, nothing is created;
@@ -146,7 +146,7 @@ def test_the_hf_token_in_the_cluster_secret_never_reaches_an_output(kube, tmp_pa
     from gtcdemo import workbook
 
     op = kube.operator
-    op.seed_platform(fake_token=TOKEN)
+    op.demo_platform(fake_token=TOKEN)
     folder, log = fake_kubectl(tmp_path / "bin")
     env = cli_env(kube, HF_TOKEN=TOKEN, PATH=f"{folder}:{os.environ['PATH']}", FAKE_KUBECTL_LOG=str(log),
                   GTCDEMO_STATE=str(tmp_path / "state"))

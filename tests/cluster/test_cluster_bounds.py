@@ -1,5 +1,5 @@
-"""Issue 12, cluster side: counts checked against the GPUs the nodes have (preflight's node listing) before anything
-is applied. The bad-input table holds the refusals through the user's entry points (cluster-*-beyond-the-gpus)."""
+"""Replica counts checked against the GPUs the nodes have (preflight's node listing) before anything is applied
+(issue 12). The bad-input table holds the refusals through the user's entry points (cluster-*-beyond-the-gpus)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from kubernetes import client
 
 from gtcdemo import bundle as bundle_mod
-from gtcdemo.cluster import ClusterTarget, gpus_requested
+from gtcdemo.cluster import ClusterTarget
+from gtcdemo.cluster.preflight import gpus_requested
 from gtcdemo.errors import DeploymentError
 from tests.cluster.operator import FakeKubelet
 
@@ -32,8 +33,8 @@ def test_gpus_requested_counts_replicas_and_the_largest_pod() -> None:
 
 def test_a_pod_needing_more_gpus_than_any_node_has_fails_preflight_and_apply(target: ClusterTarget,
                                                                              platform) -> None:
-    """The seed's nodes have one H100 each: a 2-GPU worker (tensor parallel 2) can never be scheduled, even though
-    the nodes have 3 GPUs in total (a pod cannot span nodes)."""
+    """The demo cluster's nodes have one H100 each: a 2-GPU worker (tensor parallel 2) can never be scheduled, even
+    though the nodes have 3 GPUs in total (a pod cannot span nodes)."""
     target._bundle = _two_gpu_decode()
     check = next(r for r in target.preflight().rows if r["check"] == "GPU nodes")
     assert check["result"] == "FAIL" and "a pod needs 2, more than any one node has" in check["detail"]

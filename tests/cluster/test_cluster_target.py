@@ -16,7 +16,8 @@ import yaml
 from kubernetes import client
 
 from gtcdemo import bundle as bundle_mod
-from gtcdemo.cluster import DGD_LABEL, ClusterTarget
+from gtcdemo.cluster import ClusterTarget
+from gtcdemo.cluster.names import DGD_LABEL
 from gtcdemo.errors import ConfigError, DeploymentError
 
 from .conftest import FAKE_HF_TOKEN
@@ -271,7 +272,7 @@ def test_wait_without_a_dgd_says_to_apply(target: ClusterTarget) -> None:
         target.wait(timeout_s=5)
 
 
-def test_seed_label_selects_nothing_the_operator_label_selects_all(target: ClusterTarget, platform) -> None:
+def test_the_plans_label_selects_nothing_the_operator_label_selects_all(target: ClusterTarget, platform) -> None:
     target.apply()
     platform.operator.reconcile()
     core = client.CoreV1Api(platform.api_client)
@@ -422,7 +423,7 @@ def test_frontend_that_does_not_answer_is_reported(target: ClusterTarget, platfo
 
 
 # -- preflight -------------------------------------------------------------------------------------------------------
-def test_preflight_passes_on_the_seed_platform(target: ClusterTarget) -> None:
+def test_preflight_passes_on_the_demo_platform(target: ClusterTarget) -> None:
     report = target.preflight()
     assert report.ok, repr(report)
     checks = {r["check"]: r for r in report.rows}
@@ -449,8 +450,8 @@ def test_preflight_names_each_missing_piece_and_its_fix(target: ClusterTarget, p
 WORKERS = ("TrtllmPrefillWorker", "TrtllmDecodeWorker")
 
 
-def _seed_workers(b: bundle_mod.Bundle) -> bundle_mod.Bundle:
-    """The seed's workers: args and no command (validation refuses this; apply(b) skips validation)."""
+def _workers_without_command(b: bundle_mod.Bundle) -> bundle_mod.Bundle:
+    """The deployment plan's workers: args and no command (validation refuses this; apply(b) skips validation)."""
     for name in WORKERS:
         b.services[name]["extraPodSpec"]["mainContainer"].pop("command")
     return b
@@ -460,7 +461,7 @@ def test_worker_without_command_crash_loops_and_wait_names_the_missing_command(t
                                                                                 platform) -> None:
     """0.8 gives a worker only `/bin/sh -c` (component_common.go): the shell refuses `--model-path`."""
     op = platform.operator
-    target.apply(_seed_workers(bundle_mod.load("dev")))
+    target.apply(_workers_without_command(bundle_mod.load("dev")))
     pods = op.reconcile()
     thread = in_background(lambda: [op.running(name) for names in pods.values() for name in names])
     with pytest.raises(DeploymentError) as info:
@@ -571,7 +572,7 @@ def test_dgd_failed_fails_the_wait_at_once_with_the_operators_message(target: Cl
 
 def test_missing_kai_queue_fails_preflight_and_the_wait(kube, kubelet) -> None:
     """grove.go ensureQueueExists: without the DGD's queue the operator refuses (DGD failed)."""
-    kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN, queue=False)
+    kube.platform = kube.operator.demo_platform(fake_token=FAKE_HF_TOKEN, queue=False)
     target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
     report = target.preflight()
     queue_check = next(r for r in report.rows if r["check"] == "KAI queue dynamo")
@@ -606,8 +607,8 @@ def test_preflight_finds_the_queue_and_the_operator_by_the_charts_labels(target:
 
 
 def test_grove_operator_alone_fails_the_operator_check(kube, kubelet) -> None:
-    """The seed's 'operator disabled' with Grove on: only grove-operator runs in dynamo-system."""
-    kube.platform = kube.operator.seed_platform(fake_token=FAKE_HF_TOKEN, dynamo_operator=False)
+    """The deployment plan's 'operator disabled' with Grove on: only grove-operator runs in dynamo-system."""
+    kube.platform = kube.operator.demo_platform(fake_token=FAKE_HF_TOKEN, dynamo_operator=False)
     target = ClusterTarget("dev", kubeconfig=str(kube.kubeconfig), access=kubelet)
     check = next(r for r in target.preflight().rows if r["check"] == "Dynamo operator in dynamo-system")
     assert check["result"] == "FAIL"
@@ -688,3 +689,91 @@ def test_expired_watch_relists_and_resumes(target: ClusterTarget, platform, monk
     thread = in_background(expire_then_become_ready)
     assert target.wait(timeout_s=120).ready
     join_ok(thread)
+
+
+# == the Target contract, asked of the live cluster ================================================================
+def test_apply_says_whether_it_changed_anything(target: ClusterTarget) -> None:
+    assert target.apply().changed
+    assert not target.apply().changed
+
+
+def test_running_and_replicas_are_asked_of_the_live_dgd(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    assert not target.is_running() and target.replicas("TrtllmDecodeWorker") == 0
+    stopped = target.not_running(": nothing to show")
+    assert stopped.problem == "DGD gtc-demo does not exist in dynamo-workload on do-nyc2-gtc-demo: nothing to show"
+    assert stopped.fix == "start it: gtcdemo up --env dev --target cluster"
+    _scaled_decode(target, op)  # through the DGDSA: its controller writes the replicas into the DGD
+    assert target.is_running()
+    assert target.bundle.services["TrtllmDecodeWorker"].get("replicas", 1) == 1  # the manifest still says 1
+    assert target.replicas("TrtllmDecodeWorker") == 2 and target.replicas("TrtllmPrefillWorker") == 1
+    assert target.replicas("NoSuchService") == 0
+
+
+def test_scaling_to_the_replicas_a_service_has_changes_nothing(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    target.apply()
+    op.reconcile()
+    custom = client.CustomObjectsApi(platform.api_client)
+    adapter = custom.get_namespaced_custom_object("nvidia.com", "v1alpha1", NS, "dynamographdeploymentscalingadapters",
+                                                  "gtc-demo-trtllmdecodeworker")
+    result = target.scale("TrtllmDecodeWorker", 1)
+    assert not result.changed and result.rows[0]["action"] == "unchanged"
+    after = custom.get_namespaced_custom_object("nvidia.com", "v1alpha1", NS, "dynamographdeploymentscalingadapters",
+                                                "gtc-demo-trtllmdecodeworker")
+    assert after["metadata"]["resourceVersion"] == adapter["metadata"]["resourceVersion"]
+    assert target.scale("TrtllmDecodeWorker", 2).changed
+
+
+def test_a_dgd_deleted_while_waiting_fails_the_wait_at_once(target: ClusterTarget, platform) -> None:
+    op = platform.operator
+    target.apply()
+    op.reconcile()
+
+    def someone_tears_it_down() -> None:
+        from tests.conftest import poll
+
+        client.CustomObjectsApi(platform.api_client).delete_namespaced_custom_object(
+            "nvidia.com", "v1alpha1", NS, "dynamographdeployments", "gtc-demo")
+        poll(op.deletion_requested, timeout_s=30, what="the DGD to be deleted")
+        op.delete_dgd_pods()  # the operator lets the DGD go
+
+    thread = in_background(someone_tears_it_down)
+    with pytest.raises(DeploymentError, match="DGD gtc-demo does not exist in dynamo-workload on do-nyc2-gtc-demo: "
+                                              "it was deleted while waiting"):
+        target.wait(timeout_s=60)
+    join_ok(thread)
+
+
+def test_the_secret_is_read_as_metadata_only(target: ClusterTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dynamic client sends the PartialObjectMetadata Accept header: the API server answers without `data`."""
+    answers: list = []
+    real = target.kube.dynamic.request
+
+    def spy(*args, **kwargs):
+        answer = real(*args, **kwargs)
+        answers.append(answer.to_dict())
+        return answer
+
+    monkeypatch.setattr(target.kube.dynamic, "request", spy)
+    assert target.kube.secret_exists(NS, "hf-token")
+    assert answers[-1]["kind"] == "PartialObjectMetadata" and "data" not in answers[-1]
+    assert FAKE_HF_TOKEN not in repr(answers)
+    assert not target.kube.secret_exists(NS, "no-such-secret")
+
+
+def test_preflight_reports_a_broken_config_as_its_first_check(platform, kubelet, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from gtcdemo import project
+
+    for folder in ("manifests", "engine-configs"):
+        shutil.copytree(project.ROOT / folder / "dev", tmp_path / folder / "dev")
+    dgd = tmp_path / "manifests" / "dev" / "20-dgd-gtc-demo.yaml"
+    dgd.write_text(dgd.read_text().replace("kind: DynamoGraphDeployment", "kind: DynamoGraphDeployment\n  oops: ["))
+    monkeypatch.setattr(project, "MANIFESTS", tmp_path / "manifests")
+    monkeypatch.setattr(project, "ENGINE_CONFIGS", tmp_path / "engine-configs")
+    report = ClusterTarget("dev", kubeconfig=str(platform.kubeconfig), access=kubelet).preflight()
+    assert [(r["check"], r["result"]) for r in report.rows] == [("engine configs and manifests", "FAIL")]
+    assert "20-dgd-gtc-demo.yaml" in report.rows[0]["detail"]

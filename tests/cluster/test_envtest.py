@@ -66,8 +66,8 @@ def dev_dgd() -> dict:
     return yaml.safe_load(DGD_MANIFEST.read_text())
 
 
-def seed_dgd() -> dict:
-    """The seed's DGD as far as this test cares: workers with `args` and no `command`."""
+def plan_dgd() -> dict:
+    """The deployment plan's DGD as far as this test cares: workers with `args` and no `command`."""
     body = dev_dgd()
     for name in WORKERS:
         body["spec"]["services"][name]["extraPodSpec"]["mainContainer"].pop("command", None)
@@ -429,7 +429,7 @@ def test_missing_kai_queue_fails_the_dgd_as_the_operator_does(platform: Kube) ->
 def test_the_queue_annotation_names_the_queue(platform: Kube) -> None:
     body = dev_dgd()
     body["metadata"].setdefault("annotations", {})["nvidia.com/kai-scheduler-queue"] = " team-a "
-    body["spec"]["services"]["TrtllmDecodeWorker"]["labels"] = {L_KAI_QUEUE: "default-queue"}  # the seed's label
+    body["spec"]["services"]["TrtllmDecodeWorker"]["labels"] = {L_KAI_QUEUE: "default-queue"}  # the plan's label
     create_dgd(platform, body)
     assert platform.operator.reconcile() == {}
     assert "queue 'team-a' not found" in platform.operator.get_dgd()["status"]["conditions"][0]["message"]
@@ -472,8 +472,8 @@ def test_set_dgd_state_writes_what_the_controller_would(platform: Kube) -> None:
 # -- the kubelet: a worker without a command ---------------------------------------------------------------------
 def test_worker_without_command_crash_loops_with_the_shells_complaint(platform: Kube) -> None:
     """component_common.go gives every container `/bin/sh -c`; only the Frontend gets a program of its own. The
-    seed's workers (args, no command) therefore run `/bin/sh -c --model-path ...`: dash refuses the option."""
-    create_dgd(platform, seed_dgd())
+    plan's workers (args, no command) therefore run `/bin/sh -c --model-path ...`: dash refuses the option."""
+    create_dgd(platform, plan_dgd())
     op = platform.operator
     pods = op.reconcile()
     core = client.CoreV1Api(platform.api_client)
@@ -649,7 +649,7 @@ def test_restricted_kubeconfigs_get_403_outside_their_rules(platform: Kube) -> N
 
 
 # -- the platform and teardown -------------------------------------------------------------------------------------
-def test_seed_platform_and_teardown_of_dgd(platform: Kube) -> None:
+def test_demo_platform_and_teardown_of_dgd(platform: Kube) -> None:
     core = client.CoreV1Api(platform.api_client)
     nodes = core.list_node().items
     gpu = [n for n in nodes if n.metadata.labels.get("doks.digitalocean.com/gpu-brand") == "nvidia"]
@@ -691,8 +691,8 @@ def test_seed_platform_and_teardown_of_dgd(platform: Kube) -> None:
     assert [s.metadata.name for s in core.list_namespaced_service(NS).items] == []
 
 
-def test_seed_platform_switches_leave_pieces_out(kube: Kube) -> None:
-    names = kube.operator.seed_platform(dynamo_operator=False, grove=True, queue=False)
+def test_demo_platform_switches_leave_pieces_out(kube: Kube) -> None:
+    names = kube.operator.demo_platform(dynamo_operator=False, grove=True, queue=False)
     assert "operator_deployment" not in names and names["queues"] == []
     deployments = client.AppsV1Api(kube.api_client).list_namespaced_deployment("dynamo-system").items
     assert [d.metadata.name for d in deployments] == ["grove-operator"]

@@ -1,18 +1,19 @@
-"""Shared fixtures for the pure-logic unit tests: the seed's literal values and an isolated project copy."""
+"""Fixtures for the pure-logic unit tests: the dev engine settings as specified, and a private project copy."""
 
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import pytest
 
-from gtcdemo import bundle, project
+from gtcdemo import bundle
+from tests.support import REPO, copy_project
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve().parent
 
-# Seed Phase 1d-ii, Step 1, written out by hand from the seed (not read from the repo).
+# The prefill engine settings the deployment is specified with, written out by hand (not read from the repo), so a
+# change to engine-configs/dev/ that drifts from them fails.
 SEED_PREFILL = {
     "tensor_parallel_size": 1,
     "moe_expert_parallel_size": 1,
@@ -60,6 +61,13 @@ def _assert_exact(actual, expected, path: str = "") -> None:
         assert actual == expected, f"{path or '<root>'}: {actual!r} != {expected!r}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything in this folder is in the fast tier (`make unit`; a conftest's hook sees every item: filter)."""
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture
 def assert_exact():
     """Deep, type-checking equality (a fixture so test modules need not import conftest)."""
@@ -68,7 +76,7 @@ def assert_exact():
 
 @pytest.fixture
 def repo_root() -> Path:
-    return REPO_ROOT
+    return REPO
 
 
 @pytest.fixture
@@ -83,18 +91,8 @@ def seed_decode() -> dict:
 
 @pytest.fixture
 def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of engine-configs/ and manifests/, with gtcdemo.project pointed at it.
-
-    Tests that break or rewrite config files work here, never on the committed files.
-    """
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copytree(REPO_ROOT / "engine-configs", root / "engine-configs")
-    shutil.copytree(REPO_ROOT / "manifests", root / "manifests")
-    monkeypatch.setattr(project, "ROOT", root)
-    monkeypatch.setattr(project, "ENGINE_CONFIGS", root / "engine-configs")
-    monkeypatch.setattr(project, "MANIFESTS", root / "manifests")
-    return root
+    """A private copy of the project's inputs, with gtcdemo.project pointed at it (tests.support.copy_project)."""
+    return copy_project(tmp_path / "repo", monkeypatch)
 
 
 @pytest.fixture

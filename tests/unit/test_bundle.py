@@ -1,4 +1,4 @@
-"""The bundle of an env (PVC, ConfigMap, DGD): the seed's DGD, the generated ConfigMap, drift, and DGD validation."""
+"""The bundle of an env (PVC, ConfigMap, DGD): the runbook's DGD, the generated ConfigMap, drift, and DGD validation."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from gtcdemo import bundle, project
 from gtcdemo.errors import ConfigError, ValidationErrors
 
-# Seed Phase 1d-ii, Step 2 (`k8s/dynamo/dev-disagg.yaml`), pasted verbatim from the seed.
-SEED_DGD_YAML = """\
+# The deployment runbook's DGD (its `k8s/dynamo/dev-disagg.yaml`), pasted verbatim.
+RUNBOOK_DGD_YAML = """\
 apiVersion: nvidia.com/v1alpha1
 kind: DynamoGraphDeployment
 metadata:
@@ -132,7 +132,7 @@ WORKERS = ("TrtllmPrefillWorker", "TrtllmDecodeWorker")
 
 
 def with_documented_deviations(dgd: dict) -> dict:
-    """The seed's DGD as the real 0.8 operator needs it (README, "Where the seed and reality differ"): each worker
+    """The runbook's DGD as the real 0.8 operator needs it (README lists each deviation and why): each worker
     names its program, the KAI queue is the DGD's annotation instead of the pod label the operator overwrites, and
     `scalingAdapter.enabled` (unknown to the 0.8 CRD, which prunes it) is left out."""
     dgd["metadata"]["annotations"] = {"nvidia.com/kai-scheduler-queue": "dynamo"}
@@ -145,15 +145,15 @@ def with_documented_deviations(dgd: dict) -> dict:
 
 
 @pytest.fixture
-def raw_seed_dgd() -> dict:
-    """The seed's Step 2, verbatim."""
-    return yaml.safe_load(SEED_DGD_YAML)
+def raw_runbook_dgd() -> dict:
+    """The runbook's DGD, verbatim."""
+    return yaml.safe_load(RUNBOOK_DGD_YAML)
 
 
 @pytest.fixture
-def seed_dgd(raw_seed_dgd: dict) -> dict:
-    """The seed's Step 2 with the documented deviations: the valid starting point the tables below break."""
-    return with_documented_deviations(raw_seed_dgd)
+def runbook_dgd(raw_runbook_dgd: dict) -> dict:
+    """The runbook's DGD with the documented deviations: the valid starting point the tables below break."""
+    return with_documented_deviations(raw_runbook_dgd)
 
 
 # -- the committed dev bundle ---------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_objects_are_in_apply_order(dev_bundle):
     assert {o["metadata"]["namespace"] for o in dev_bundle.objects} == {"dynamo-workload"}
 
 
-# The documented deviations from the seed (README, "Where the seed and reality differ"): finer TTFT/ITL buckets,
+# The documented deviations from the runbook's DGD (README lists each and why): finer TTFT/ITL buckets,
 # plus (with_documented_deviations) the workers' command and the KAI queue annotation.
 BUCKETS = [
     {"name": "DYN_METRICS_TTFT_MIN", "value": "0.0045"}, {"name": "DYN_METRICS_TTFT_MAX", "value": "10"},
@@ -176,20 +176,20 @@ BUCKETS = [
 BUCKET_ENVS = BUCKETS + [{"name": "DYN_HISTOGRAM_" + e["name"], "value": e["value"]} for e in BUCKETS]
 
 
-def test_dgd_equals_the_seed_step2_yaml_plus_only_the_documented_deviations(dev_bundle, seed_dgd, assert_exact):
-    expected = seed_dgd
+def test_dgd_equals_the_runbook_dgd_plus_only_the_documented_deviations(dev_bundle, runbook_dgd, assert_exact):
+    expected = runbook_dgd
     expected["spec"]["services"]["Frontend"]["envs"] += BUCKET_ENVS
     assert_exact(dev_bundle.dgd, expected)
 
 
-def test_corrected_seed_dgd_is_valid_against_the_generated_configmap(dev_bundle, seed_dgd):
-    assert bundle.validate_dgd(seed_dgd, dev_bundle.configmap) == []
+def test_corrected_runbook_dgd_is_valid_against_the_generated_configmap(dev_bundle, runbook_dgd):
+    assert bundle.validate_dgd(runbook_dgd, dev_bundle.configmap) == []
 
 
-def test_verbatim_seed_dgd_is_refused_for_the_missing_worker_command_and_the_overwritten_queue_label(
-        dev_bundle, raw_seed_dgd):
-    """The seed's workers would crash-loop on the 0.8 operator (no command) and its queue label is overwritten."""
-    errors = bundle.validate_dgd(raw_seed_dgd, dev_bundle.configmap)
+def test_verbatim_runbook_dgd_is_refused_for_the_missing_worker_command_and_the_overwritten_queue_label(
+        dev_bundle, raw_runbook_dgd):
+    """The runbook's workers would crash-loop on the 0.8 operator (no command); its queue label is overwritten."""
+    errors = bundle.validate_dgd(raw_runbook_dgd, dev_bundle.configmap)
     found = sorted((e.where, e.problem.split(":")[0]) for e in errors)
     assert found == sorted(
         [(f"DGD.spec.services.{w}.extraPodSpec.mainContainer.command", "worker service has args but no command")
@@ -260,11 +260,11 @@ def test_table_and_repr(dev_bundle):
     assert "<code>dev</code>" in dev_bundle._repr_html_()
 
 
-def test_configmap_name_requires_exactly_one_configmap(seed_dgd):
-    assert bundle.configmap_name(seed_dgd) == "trtllm-engine-configs"
-    seed_dgd["spec"]["services"]["TrtllmDecodeWorker"]["extraPodSpec"]["volumes"][0]["configMap"]["name"] = "other"
+def test_configmap_name_requires_exactly_one_configmap(runbook_dgd):
+    assert bundle.configmap_name(runbook_dgd) == "trtllm-engine-configs"
+    runbook_dgd["spec"]["services"]["TrtllmDecodeWorker"]["extraPodSpec"]["volumes"][0]["configMap"]["name"] = "other"
     with pytest.raises(ConfigError) as info:
-        bundle.configmap_name(seed_dgd)
+        bundle.configmap_name(runbook_dgd)
     assert "mounts 2 ConfigMaps (['other', 'trtllm-engine-configs'])" in str(info.value)
     assert "Fix:" in str(info.value)
 
@@ -276,18 +276,18 @@ def test_unknown_env_lists_available_envs():
     with pytest.raises(ConfigError) as info:
         bundle.load("prod")
     message = str(info.value)
-    assert "unknown env 'prod'; available: dev" in message
-    assert "Fix: pass one of ['dev']" in message
+    assert "unknown env 'prod'; available: agg, dev" in message
+    assert "Fix: pass one of ['agg', 'dev']" in message
 
 
 def test_available_envs_need_both_folders(project_copy):
     (project_copy / "engine-configs" / "staging").mkdir()
     (project_copy / "manifests" / "staging").mkdir()
     (project_copy / "engine-configs" / "half").mkdir()  # no manifests/half: not an env
-    assert project.available_envs() == ["dev", "staging"]
+    assert project.available_envs() == ["agg", "dev", "staging"]
     with pytest.raises(ConfigError) as info:
         bundle.load("half")
-    assert "available: dev, staging" in str(info.value)
+    assert "available: agg, dev, staging" in str(info.value)
     assert "engine-configs/half/ and manifests/half/" in str(info.value)
 
 
@@ -647,8 +647,8 @@ BAD_DGDS = [
 
 
 @pytest.mark.parametrize(("mutate", "where", "expected", "count"), BAD_DGDS)
-def test_bad_dgd_is_reported_with_location_and_fix(dev_bundle, seed_dgd, mutate, where, expected, count):
-    dgd = copy.deepcopy(seed_dgd)
+def test_bad_dgd_is_reported_with_location_and_fix(dev_bundle, runbook_dgd, mutate, where, expected, count):
+    dgd = copy.deepcopy(runbook_dgd)
     mutate(dgd)
     errors = bundle.validate_dgd(dgd, dev_bundle.configmap)
     message = "\n".join(str(e) for e in errors)
@@ -665,23 +665,23 @@ def test_bad_dgd_table_is_big_enough():
     assert len(BAD_DGDS) >= 15
 
 
-def test_validate_dgd_does_not_mutate_its_input(dev_bundle, seed_dgd):
-    before = copy.deepcopy(seed_dgd)
-    bundle.validate_dgd(seed_dgd, dev_bundle.configmap)
-    assert seed_dgd == before
+def test_validate_dgd_does_not_mutate_its_input(dev_bundle, runbook_dgd):
+    before = copy.deepcopy(runbook_dgd)
+    bundle.validate_dgd(runbook_dgd, dev_bundle.configmap)
+    assert runbook_dgd == before
 
 
-def test_validate_dgd_uses_the_given_location(dev_bundle, seed_dgd):
-    seed_dgd["apiVersion"] = "v1"
-    (error,) = bundle.validate_dgd(seed_dgd, dev_bundle.configmap, where="manifests/dev DGD gtc-demo")
+def test_validate_dgd_uses_the_given_location(dev_bundle, runbook_dgd):
+    runbook_dgd["apiVersion"] = "v1"
+    (error,) = bundle.validate_dgd(runbook_dgd, dev_bundle.configmap, where="manifests/dev DGD gtc-demo")
     assert error.where == "manifests/dev DGD gtc-demo.apiVersion"
 
 
-def test_integer_gpu_and_zero_replicas_are_fine(dev_bundle, seed_dgd):
-    _svc(seed_dgd, "TrtllmPrefillWorker")["resources"]["limits"]["gpu"] = 1
-    _svc(seed_dgd, "TrtllmDecodeWorker")["replicas"] = 0
-    _svc(seed_dgd, "TrtllmDecodeWorker")["scalingAdapter"] = {"disable": False}  # the 0.8 CRD spelling
-    assert bundle.validate_dgd(seed_dgd, dev_bundle.configmap) == []
+def test_integer_gpu_and_zero_replicas_are_fine(dev_bundle, runbook_dgd):
+    _svc(runbook_dgd, "TrtllmPrefillWorker")["resources"]["limits"]["gpu"] = 1
+    _svc(runbook_dgd, "TrtllmDecodeWorker")["replicas"] = 0
+    _svc(runbook_dgd, "TrtllmDecodeWorker")["scalingAdapter"] = {"disable": False}  # the 0.8 CRD spelling
+    assert bundle.validate_dgd(runbook_dgd, dev_bundle.configmap) == []
 
 
 def test_load_reports_dgd_and_drift_problems_together(project_copy):

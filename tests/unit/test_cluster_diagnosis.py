@@ -17,7 +17,8 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from gtcdemo.cluster import dgd_failure, diagnose_pod, pod_phase, pod_ready, pods_frame, refused_argument
+from gtcdemo.cluster.diagnosis import dgd_failure, diagnose_pod, pod_ready, refused_argument
+from gtcdemo.cluster.tables import pod_phase, pods_frame
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ import yaml
 from gtcdemo import engine_config
 from gtcdemo.errors import ConfigError, ValidationErrors
 
-# -- the committed dev configs are the seed's Step 1 --------------------------------------------------------------
+# -- the committed dev configs are the runbook's engine configs -------------------------------------------------
 
 
 def test_dev_configs_load_with_exactly_the_two_roles(repo_root):
@@ -24,11 +24,11 @@ def test_dev_configs_load_with_exactly_the_two_roles(repo_root):
         assert cfg.text == cfg.path.read_text()  # the raw text is what the ConfigMap carries
 
 
-def test_dev_prefill_matches_seed_step1_exactly(seed_prefill, assert_exact):
+def test_dev_prefill_matches_the_runbook_exactly(seed_prefill, assert_exact):
     assert_exact(engine_config.load("dev")["prefill"].values, seed_prefill)
 
 
-def test_dev_decode_matches_seed_step1_exactly(seed_decode, assert_exact):
+def test_dev_decode_matches_the_runbook_exactly(seed_decode, assert_exact):
     assert_exact(engine_config.load("dev")["decode"].values, seed_decode)
 
 
@@ -81,7 +81,7 @@ def test_unknown_env_lists_available_envs():
         engine_config.load("prod")
     message = str(info.value)
     assert "unknown env 'prod'" in message
-    assert "available: dev" in message
+    assert "available: agg, dev" in message
     assert "Fix:" in message and "engine-configs/prod/" in message
 
 
@@ -313,7 +313,7 @@ def test_optional_known_keys_are_accepted(project_copy):
 # -- side_by_side ---------------------------------------------------------------------------------------------------
 
 
-def test_side_by_side_differs_exactly_on_the_three_seed_differences():
+def test_side_by_side_differs_exactly_on_the_three_committed_differences():
     frame = engine_config.side_by_side(engine_config.load("dev"))
     assert frame.index.name == "key"
     assert list(frame.columns) == ["decode", "prefill", "differs"]  # roles in load order (sorted file names)
@@ -351,3 +351,23 @@ def test_highlight_differences_styles_only_differing_rows():
     html = engine_config.highlight_differences(frame).to_html()
     assert html.count("background-color: #fff3b0") >= 1
     assert "max_batch_size" in html
+
+
+def test_the_aggregated_env_has_one_config_without_a_kv_hand_over(repo_root):
+    """engine-configs/agg/ holds agg.yaml alone: no prefill/decode pair and no cache_transceiver_config."""
+    configs = engine_config.load("agg")
+    assert set(configs) == {"agg"}
+    assert configs["agg"].get("cache_transceiver_config") is None
+
+
+def test_a_disaggregated_role_still_needs_its_kv_hand_over(tmp_path, seed_prefill, seed_decode):
+    """Only agg.yaml may lack cache_transceiver_config; a prefill.yaml without it is refused as before."""
+    prefill = {k: v for k, v in seed_prefill.items() if k != "cache_transceiver_config"}
+    (tmp_path / "prefill.yaml").write_text(yaml.safe_dump(prefill))
+    (tmp_path / "decode.yaml").write_text(yaml.safe_dump(seed_decode))
+    with pytest.raises(ValidationErrors, match="missing cache_transceiver_config"):
+        engine_config.load("dev", directory=tmp_path)
+    (tmp_path / "agg.yaml").write_text(yaml.safe_dump(prefill))  # an aggregated env: prefill/decode not required
+    (tmp_path / "prefill.yaml").unlink()
+    (tmp_path / "decode.yaml").unlink()
+    assert set(engine_config.load("dev", directory=tmp_path)) == {"agg"}

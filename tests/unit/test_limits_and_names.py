@@ -1,4 +1,4 @@
-"""Issue 12, pure logic: duplicate keys, names the cluster refuses, the local target's bounds, the model's context.
+"""Pure logic: duplicate keys, names the cluster refuses, the local target's bounds, the model's context.
 
 Each test states a rule of the real system (Kubernetes, the Dynamo operator, Grove, PyYAML/tomllib, TRT-LLM) and
 checks that gtcdemo applies it before anything runs; the bad-input table (tests/test_bad_input.py) feeds the same
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gtcdemo import bundle, engine_config, inference, load, localplan, modeldir
+from gtcdemo import bundle, engine_config, inference, load, modeldir
 from gtcdemo.errors import ConfigError, DeploymentError
+from gtcdemo.local import plan as localplan
 
 MODEL = modeldir.SERVED_MODEL_NAME
 
@@ -35,7 +36,7 @@ def test_a_key_written_twice_in_a_manifest_is_refused_with_both_lines(tmp_path: 
     (tmp_path / "20-dgd.yaml").write_text("kind: A\nmetadata:\n  name: x\n---\nkind: B\nspec:\n  replicas: 1\n"
                                           "  services: {}\n  replicas: 2\n")
     with pytest.raises(ConfigError, match=r"key 'replicas' is written twice in one mapping \(lines 7 and 9\)"):
-        bundle._read_manifests(tmp_path)
+        bundle.read_manifests(tmp_path)
 
 
 def test_merge_keys_and_equal_keys_in_different_mappings_are_not_duplicates() -> None:
@@ -68,7 +69,7 @@ def _name_errors(dgd: dict) -> list[str]:
     return [str(e) for e in bundle.check_names(dgd, "DGD")]
 
 
-def test_the_seed_names_pass() -> None:
+def test_the_committed_names_pass() -> None:
     assert _name_errors(_dgd()) == []
 
 
@@ -115,7 +116,7 @@ def test_validate_dgd_reports_the_names() -> None:
 
 # -- the local target's bounds --------------------------------------------------------------------------------------
 def test_capacity_counts_every_process_against_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gtcdemo import local
+    from gtcdemo.local import checks as local
 
     monkeypatch.setattr(local.os, "cpu_count", lambda: 2)
     b = bundle.load("dev")

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from gtcdemo import load
+from gtcdemo.errors import ConfigError
 from gtcdemo.load import LoadResult, LoadSpec
+from gtcdemo.load.result import _DELIVERY_COLUMNS
 
 
 def row(index: int, start: float, ttft: float | None, latency: float, out: int | None, status: str = "ok",
@@ -182,8 +184,8 @@ def test_arrivals_are_poisson_at_exactly_the_offered_rate() -> None:
 def test_results_saved_before_the_delivery_columns_still_load(tmp_path: Path) -> None:
     # As saved before: no wait_s / send_lag_s / new_connection columns, no connection_reuse in the spec.
     folder = _open(10.0, [100.0, 100.1, 100.2]).save(tmp_path / "old")
-    pd.read_csv(folder / "records.csv").drop(columns=list(load._DELIVERY_COLUMNS)).to_csv(folder / "records.csv",
-                                                                                           index=False)
+    pd.read_csv(folder / "records.csv").drop(columns=list(_DELIVERY_COLUMNS)).to_csv(folder / "records.csv",
+                                                                                      index=False)
     doc = json.loads((folder / "summary.json").read_text())
     del doc["spec"]["connection_reuse"]
     (folder / "summary.json").write_text(json.dumps(doc))
@@ -197,6 +199,6 @@ def test_connection_reuse_takes_aiperfs_policy_names() -> None:
     assert LoadSpec("m", concurrency=1, num_requests=1).connection_reuse == "pooled"
     never = LoadSpec("m", request_rate=2.0, num_requests=1, connection_reuse="never")
     assert "new connection per request" in never.label()
-    with pytest.raises(load.ConfigError, match="connection_reuse must be 'pooled' or 'never'"):
+    with pytest.raises(ConfigError, match="connection_reuse must be 'pooled' or 'never'"):
         LoadSpec("m", concurrency=1, num_requests=1, connection_reuse="sticky")
     assert dataclasses.replace(never, request_rate=4.0).connection_reuse == "never"

@@ -1,4 +1,4 @@
-"""localplan: the dev DGD translated into local processes (frontend + mocker workers), and the Prometheus config."""
+"""The local plan: the dev DGD as local processes (frontend + mocker workers), and the Prometheus config."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from gtcdemo import bundle as bundle_mod
-from gtcdemo import localplan
 from gtcdemo.errors import ConfigError
+from gtcdemo.local import plan as localplan
+from gtcdemo.local import volumes
 
 PORTS = {"frontend-0": 18000, "trtllmprefillworker-0": 19091, "trtllmdecodeworker-0": 19092}
 PYTHON = "/opt/test/bin/python"
@@ -110,6 +111,23 @@ def test_worker_process(specs, tmp_path, name, mode, component, max_seqs, port):
     assert w.env["DYN_NAMESPACE"] == DYNAMO_NAMESPACE
     assert "DYN_ROUTER_MODE" not in w.env  # a Frontend service env, not a DGD-wide one
     assert w.mocker_settings["--max-num-seqs"] == int(max_seqs)
+
+
+def test_worker_flags_given_as_flag_equals_value_are_read_like_argparse_does(dev_bundle, tmp_path, specs):
+    """dynamo.trtllm reads `--extra-engine-args=/engine-configs/decode.yaml` as the two-word form: so does the plan
+    (it used to miss the engine config there, and run the mocker with its defaults)."""
+    def joined(dgd: dict) -> None:
+        main = dgd["spec"]["services"]["TrtllmDecodeWorker"]["extraPodSpec"]["mainContainer"]
+        args = main["args"]
+        for name in ("--extra-engine-args", "--disaggregation-mode", "--model-path"):
+            i = args.index(name)
+            args[i:i + 2] = [f"{name}={args[i + 1]}"]
+        assert "--extra-engine-args=/engine-configs/decode.yaml" in args
+
+    decode = {s.name: s for s in make_plan(modified(dev_bundle, dgd=joined), tmp_path)}["trtllmdecodeworker-0"]
+    assert decode.mocker_settings == specs["trtllmdecodeworker-0"].mocker_settings
+    assert decode.mocker_settings["--max-num-seqs"] == 64  # decode.yaml's max_batch_size, not a default
+    assert decode.argv == specs["trtllmdecodeworker-0"].argv
 
 
 def test_num_gpu_blocks_matches_the_hand_computed_value(specs):
@@ -242,7 +260,7 @@ def test_engine_keys_without_mocker_equivalent_do_not_restart(dev_bundle, tmp_pa
 # -- mocker_settings ------------------------------------------------------------------------------------------------
 
 
-def test_mocker_settings_for_the_seed_prefill(seed_prefill):
+def test_mocker_settings_for_the_specified_prefill(seed_prefill):
     assert localplan.mocker_settings(seed_prefill, KV_BYTES_PER_TOKEN) == {
         "--block-size": 32,
         "--num-gpu-blocks-override": expected_blocks(Fraction(85, 100)),
@@ -322,7 +340,7 @@ def test_capacity_scheduler_policy_is_translated_for_the_mocker():
 
 
 def test_mounts_map_container_paths_longest_first(tmp_path):
-    mounts = localplan.Mounts([("/models", tmp_path / "pvc"), ("/models/cache", tmp_path / "cache")])
+    mounts = volumes.Mounts([("/models", tmp_path / "pvc"), ("/models/cache", tmp_path / "cache")])
     assert mounts.local("/models") == str(tmp_path / "pvc")
     assert mounts.local("/models/a/b") == str(tmp_path / "pvc" / "a" / "b")
     assert mounts.local("/models/cache/x") == str(tmp_path / "cache" / "x")
@@ -332,7 +350,7 @@ def test_mounts_map_container_paths_longest_first(tmp_path):
 
 def test_service_mounts_include_the_configmap(dev_bundle, tmp_path):
     svc = dev_bundle.services["TrtllmDecodeWorker"]
-    mounts = localplan.service_mounts(svc, tmp_path / "pvc", tmp_path / "cm")
+    mounts = volumes.service_mounts(svc, tmp_path / "pvc", tmp_path / "cm")
     assert mounts.local("/engine-configs/decode.yaml") == str(tmp_path / "cm" / "trtllm-engine-configs" / "decode.yaml")
     assert mounts.local("/models/x") == str(tmp_path / "pvc" / "model-nfs-pvc" / "x")
 

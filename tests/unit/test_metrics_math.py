@@ -50,3 +50,38 @@ def test_frontend_targets_are_chosen_as_the_cluster_labels_them() -> None:
                      pod="gtc-demo-0-decode-x", container="main", dynamo_namespace="dynamo-workload-gtc-demo")
     grafana = _target(job="monitoring/grafana", endpoint="http", namespace="monitoring", pod="grafana-0")
     assert metrics.frontend_targets([grafana, worker, frontend]) == [frontend]
+
+
+def _frontend(last_scrape: str) -> dict:
+    return {"labels": {"endpoint": "http", "dynamo_namespace": "dynamo-workload-gtc-demo"}, "health": "up",
+            "lastScrape": last_scrape}
+
+
+def test_settle_waits_for_a_scrape_of_every_frontend_after_the_given_time(monkeypatch) -> None:
+    from datetime import UTC, datetime
+
+    from gtcdemo.errors import DeploymentError
+
+    m = object.__new__(metrics.Metrics)  # no Prometheus: its targets are scripted below
+    answers = iter([[], [_frontend("0001-01-01T00:00:00Z")],
+                    [_frontend("2026-01-01T00:00:05Z"), _frontend("2026-01-01T00:00:09Z")]])
+
+    def targets():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(m, "targets", targets)
+    assert m.settle(datetime(2026, 1, 1, 0, 0, 4, tzinfo=UTC), timeout_s=10) == datetime(2026, 1, 1, 0, 0, 5,
+                                                                                        tzinfo=UTC)
+    monkeypatch.setattr(m, "targets", lambda: [_frontend("2026-01-01T00:00:05Z")])
+    with pytest.raises(DeploymentError, match=r"Prometheus has not scraped the frontend since 00:00:06"):
+        m.settle(datetime(2026, 1, 1, 0, 0, 6, tzinfo=UTC), timeout_s=0.3)
+
+    def gone():
+        raise DeploymentError("Prometheus at http://127.0.0.1:9 did not answer /api/v1/targets")
+
+    monkeypatch.setattr(m, "targets", gone)  # a Prometheus that is not there is said at once, not after the timeout
+    with pytest.raises(DeploymentError, match="did not answer"):
+        m.settle(datetime(2026, 1, 1, 0, 0, 6, tzinfo=UTC), timeout_s=30)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from gtcdemo import bundle as bundle_mod
-from gtcdemo import localplan, release
+from gtcdemo import release
 from gtcdemo.errors import ConfigError
+from gtcdemo.local import plan as localplan
 
 REPO = Path(__file__).resolve().parents[2]
 PORTS = {"frontend-0": 18000, "trtllmprefillworker-0": 19091, "trtllmdecodeworker-0": 19092, "nats": 14222,
@@ -50,7 +51,7 @@ def test_a_tag_change_in_the_manifests_changes_the_release_installed(tmp_path):
     """What `python -m gtcdemo.install` installs comes from the manifests' image tags."""
     (tmp_path / "manifests" / "dev").mkdir(parents=True)
     text = (REPO / "manifests/dev/20-dgd-gtc-demo.yaml").read_text()
-    assert release.manifest_releases(REPO / "manifests") == {"dev": "0.8.1"}
+    assert release.manifest_releases(REPO / "manifests") == {"agg": "0.8.1", "dev": "0.8.1"}
     (tmp_path / "manifests/dev/20-dgd-gtc-demo.yaml").write_text(text.replace(":0.8.1", ":0.9.0"))
     assert release.manifest_releases(tmp_path / "manifests") == {"dev": "0.9.0"}
 
@@ -232,6 +233,11 @@ def test_launcher_changes_folder_and_waits_for_registrations(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == [str(tmp_path), "unset"]
     assert "1/1 workers registered" in done.stdout
+
+
+def test_the_launcher_starts_anyway_when_a_url_never_answers(capsys):
+    release._wait_for("http://127.0.0.1:1/health", timeout_s=0.3)
+    assert "http://127.0.0.1:1/health did not answer within 0 s; starting anyway" in capsys.readouterr().out
 
 
 def test_a_release_not_installed_names_the_install_command(tmp_path, monkeypatch):

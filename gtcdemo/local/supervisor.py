@@ -1,10 +1,15 @@
 """The local graph's owner: one detached process per deployment that runs, restarts and stops its processes.
 
-Started by ``LocalTarget.apply`` as ``python -m gtcdemo.supervisor <state-dir>``, in its own session so that it
-outlives a notebook kernel or a CLI call. It does what a kubelet and a Deployment would: starts every process in
-``plan.json`` in its own process group, restarts one that exits (with exponential back-off, counting restarts),
-reconciles on SIGHUP after the plan changes, and on SIGTERM/SIGINT stops every process before it exits itself.
-It is the only writer of ``state.json``, which the CLI, notebooks and tests read.
+Started by ``start`` (from ``LocalTarget.apply``) as ``python -m gtcdemo.local.supervisor <state-dir>``, in its own
+session so that it outlives a notebook kernel or a CLI call; stopped by ``stop`` (``LocalTarget.teardown``).
+
+It does what a kubelet and a Deployment would: starts every process in ``plan.json`` in its own process group,
+restarts one that exits (with exponential back-off, counting restarts), reconciles on SIGHUP after the plan changes,
+and on SIGTERM/SIGINT stops every process before it exits itself.
+It is the only writer of ``supervisor.json`` (its pid, from its start until it has stopped everything) and
+``state.json`` (its processes), which the CLI, notebooks and tests read.
+
+It imports nothing heavy (``gtcdemo.local`` loads its modules on first use): one runs per graph, for hours.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from .. import project
+from ..clock import Deadline, wait_until
+from ..errors import DeploymentError
+from .state import PLAN, STATE, SUPERVISOR, StateFolder, proc_starttime, write_json
+
+MODULE = "gtcdemo.local.supervisor"
+START_TIMEOUT_S = 30.0
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -45,29 +58,6 @@ def _die_with(parent: int) -> Callable[[], None]:
         if os.getppid() != parent:
             os._exit(1)
     return preexec
-
-
-def proc_starttime(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), to tell a process from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":  # a zombie has exited already
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, starttime: int | None) -> bool:
-    return bool(pid) and starttime is not None and proc_starttime(pid) == starttime
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -138,10 +128,10 @@ class Supervisor:
         for c in running:
             c.stopping = True
             self._signal(c, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = Deadline(STOP_GRACE_S)
         for c in running:
             try:
-                c.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+                c.popen.wait(timeout=deadline.remaining)
             except subprocess.TimeoutExpired:
                 self._signal(c, signal.SIGKILL)
                 c.popen.wait()
@@ -160,7 +150,7 @@ class Supervisor:
 
     # -- reconcile -------------------------------------------------------------------------------------------
     def load_plan(self) -> list[dict]:
-        plan = json.loads((self.dir / "plan.json").read_text())
+        plan = json.loads((self.dir / PLAN).read_text())
         prom = plan.get("prometheus_config")
         if prom is not None:
             (self.dir / "prometheus").mkdir(exist_ok=True)
@@ -201,7 +191,7 @@ class Supervisor:
                 self.start(c)
 
     def write_state(self) -> None:
-        write_json(self.dir / "state.json", {
+        write_json(self.dir / STATE, {
             "supervisor": {"pid": os.getpid(), "starttime": proc_starttime(os.getpid()),
                            "stopping": self.stopping},
             "processes": {name: c.record() for name, c in self.children.items()},
@@ -215,7 +205,7 @@ class Supervisor:
             import shutil
             shutil.rmtree(discovery)
         discovery.mkdir()
-        write_json(self.dir / "supervisor.json", {"pid": os.getpid(), "starttime": proc_starttime(os.getpid())})
+        write_json(self.dir / SUPERVISOR, {"pid": os.getpid(), "starttime": proc_starttime(os.getpid())})
         try:
             self.reconcile()
             while not self.stopping:
@@ -239,8 +229,55 @@ class Supervisor:
             self.children.clear()
             with contextlib.suppress(OSError):
                 self.write_state()
-                (self.dir / "supervisor.json").unlink(missing_ok=True)
+                (self.dir / SUPERVISOR).unlink(missing_ok=True)
         return 0
+
+
+# -- seen from the commands -----------------------------------------------------------------------------------------
+def start(state_dir: Path, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Start the supervisor of ``state_dir`` and wait until it has recorded itself and its processes.
+
+    It alone writes supervisor.json; until it has, only this call knows it, so a failure or a Ctrl-C here stops it
+    (a later `down` could not find it)."""
+    folder = StateFolder(state_dir)
+    (state_dir / STATE).unlink(missing_ok=True)
+    log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 (handed to the child)
+    # Ctrl-C must not land between starting the supervisor and holding it in `proc`.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    proc = None
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", MODULE, str(state_dir)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**{k: v for k, v in os.environ.items() if k not in SECRET_ENV},
+                                     "PYTHONPATH": str(project.ROOT)},
+                                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, blocked))
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if not wait_until(lambda: folder.supervisor_pid() and folder.read(STATE), timeout_s, 0.05):
+            raise DeploymentError("the local supervisor did not start", where=str(state_dir / "supervisor.log"),
+                                  fix="read the supervisor log above; then `gtcdemo down` and retry")
+    except BaseException:
+        if proc is not None and not folder.supervisor_pid():
+            proc.terminate()  # it stops what it started, and removes its supervisor.json
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its processes follow it (PR_SET_PDEATHSIG)
+        raise
+    finally:
+        log.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def stop(state_dir: Path, timeout_s: float) -> None:
+    """Stop the running supervisor of ``state_dir`` (SIGTERM: it stops its processes first), SIGKILL after
+    ``timeout_s``."""
+    folder = StateFolder(state_dir)
+    pid = folder.supervisor_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not folder.supervisor_pid(), timeout_s, 0.05):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:

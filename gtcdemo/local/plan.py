@@ -1,12 +1,14 @@
-"""Translate a bundle's DGD into the processes the local target runs (pure logic, no side effects).
+"""The bundle's DGD as the processes the local target runs, and Prometheus' config for them (no side effects).
 
 Each ``Frontend`` replica becomes ``python -m dynamo.frontend`` and each worker replica ``python -m dynamo.mocker
 --engine-type trtllm`` with the worker's ``--disaggregation-mode``, given the same environment the operator
 would inject (the DGD's and the service's ``envs``, ``DYN_NAMESPACE``). Volume mounts map to local folders:
-each PVC to ``<cache>/pvc/<name>`` and each ConfigMap volume to the deployment's ``configmaps/<name>``.
+each PVC to ``<cache>/pvc/<name>`` and each ConfigMap volume to the deployment's ``configmaps/<name>``
+(``gtcdemo/local/volumes.py``). A worker's engine config becomes the mocker flags that simulate it
+(``mocker_settings``), its KV cache as many blocks as a real TRT-LLM worker would allocate on one H100 (``kv_blocks``).
 
 That is the command line of the local default release (1.6). Given the DGD's own release 0.8 instead
-(gtcdemo/release.py), the same graph runs with 0.8's flags and a NATS server (``_Release08``).
+(``gtcdemo/release.py``), the same graph runs with 0.8's flags and a NATS server (``_Release08``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bundle as bundle_mod
-from . import release as release_mod
-from .errors import ConfigError
-from .modeldir import LLAMA_31_8B_CONFIG
+from .. import release as release_mod
+from ..args import arg_value, container_args
+from ..errors import ConfigError
+from ..modeldir import LLAMA_31_8B_CONFIG
+from .ports import LOOPBACK
+from .volumes import Mounts, service_mounts
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..bundle import Bundle
 
 # The TRT-LLM engine keys that have no mocker equivalent: they change how a real GPU runs, not the scheduling
 # and KV-cache behaviour the mocker simulates. They are validated, carried in the ConfigMap, and ignored here.
@@ -43,9 +49,6 @@ WEIGHT_BYTES = int(8.03e9 * 2)
 RUNTIME_RESERVE_BYTES = 3 * 2**30
 TRTLLM_TOKENS_PER_BLOCK = 32
 TRTLLM_DEFAULT_FREE_FRACTION = 0.9
-
-# Loopback-only, etcd- and NATS-free runtime settings shared by every Dynamo process of the local graph.
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -122,7 +125,7 @@ MOCKED_WORKER = ("-m", "dynamo.trtllm")
 def _worker_args(service: str, svc: dict) -> list[str]:
     """The worker's flags after its program, refusing a program the mocker cannot rehearse."""
     main = (svc.get("extraPodSpec") or {}).get("mainContainer") or {}
-    argv = [str(a) for a in (main.get("command") or []) + (main.get("args") or [])]
+    argv = [*(str(c) for c in main.get("command") or []), *container_args(svc)]
     if main.get("command") and Path(argv[0]).name.startswith("python") and tuple(argv[1:3]) == MOCKED_WORKER:
         return argv[3:]
     shown = " ".join(str(c) for c in main.get("command") or []) or "no command"
@@ -133,40 +136,11 @@ def _worker_args(service: str, svc: dict) -> list[str]:
                       "cluster target")
 
 
-def check_rehearsable(b: bundle_mod.Bundle) -> None:
+def check_rehearsable(b: Bundle) -> None:
     """Refuse, before anything starts, a worker whose program the local target cannot stand in for."""
     for service, svc in b.services.items():
         if svc.get("componentType") == "worker":
             _worker_args(service, svc)
-
-
-def _arg(args: list[str], flag: str) -> str | None:
-    return args[args.index(flag) + 1] if flag in args and args.index(flag) + 1 < len(args) else None
-
-
-class Mounts:
-    """Container paths -> local folders, for one service."""
-
-    def __init__(self, pairs: list[tuple[str, Path]]) -> None:
-        # Longest mount point first, so /models/x wins over /models.
-        self.pairs = sorted(pairs, key=lambda p: -len(p[0]))
-
-    def local(self, container_path: str) -> str:
-        for mount, local in self.pairs:
-            if container_path == mount or container_path.startswith(mount.rstrip("/") + "/"):
-                return str(local / container_path[len(mount):].lstrip("/"))
-        return container_path
-
-
-def service_mounts(service: dict, pvc_root: Path, configmap_root: Path) -> Mounts:
-    pairs = [(m["mountPoint"], pvc_root / m["name"]) for m in service.get("volumeMounts") or []]
-    pod = service.get("extraPodSpec") or {}
-    volumes = {v["name"]: v for v in pod.get("volumes") or []}
-    for m in pod.get("mainContainer", {}).get("volumeMounts") or []:
-        volume = volumes.get(m["name"], {})
-        if "configMap" in volume:
-            pairs.append((m["mountPath"], configmap_root / volume["configMap"]["name"]))
-    return Mounts(pairs)
 
 
 def _envs(entries: list[dict] | None, mounts: Mounts) -> dict[str, str]:
@@ -179,6 +153,7 @@ def _envs(entries: list[dict] | None, mounts: Mounts) -> dict[str, str]:
 
 
 def runtime_env(discovery_dir: Path) -> dict[str, str]:
+    """Loopback-only, etcd- and NATS-free runtime settings shared by every Dynamo process of the local graph."""
     return {
         "DYN_DISCOVERY_BACKEND": "file",
         "DYN_FILE_KV": str(discovery_dir),
@@ -195,7 +170,7 @@ def runtime_env(discovery_dir: Path) -> dict[str, str]:
 
 
 def plan(
-    b: bundle_mod.Bundle,
+    b: Bundle,
     *,
     state_dir: Path,
     pvc_root: Path,
@@ -242,11 +217,11 @@ def plan(
 
 
 def _worker(name: str, service: str, svc: dict, replica: int, env: dict[str, str], mounts: Mounts, port: int,
-            b: bundle_mod.Bundle, kv_bytes_per_token: int, python: str) -> ProcSpec:
+            b: Bundle, kv_bytes_per_token: int, python: str) -> ProcSpec:
     args = _worker_args(service, svc)
-    mode = _arg(args, "--disaggregation-mode") or "agg"
-    model_path = mounts.local(_arg(args, "--model-path") or "")
-    engine_path = _arg(args, "--extra-engine-args")
+    mode = arg_value(args, "--disaggregation-mode") or "agg"
+    model_path = mounts.local(arg_value(args, "--model-path") or "")
+    engine_path = arg_value(args, "--extra-engine-args")
     settings: dict[str, Any] = {}
     if engine_path:
         key = Path(engine_path).name
@@ -254,7 +229,7 @@ def _worker(name: str, service: str, svc: dict, replica: int, env: dict[str, str
     component = "prefill" if mode == "prefill" else "backend"
     argv = [
         python, "-m", "dynamo.mocker", "--engine-type", "trtllm",
-        "--model-path", model_path, "--model-name", _arg(args, "--served-model-name") or b.served_model_name,
+        "--model-path", model_path, "--model-name", arg_value(args, "--served-model-name") or b.served_model_name,
         "--disaggregation-mode", mode, "--endpoint", f"dyn://{b.dynamo_namespace}.{component}.generate",
         *_flags(settings),
     ]
@@ -287,7 +262,7 @@ class _Release08:
     PLANES = ["--store-kv", "file", "--request-plane", "tcp"]
 
     def __init__(self, release: release_mod.Release, python: str, state_dir: Path, ports: dict[str, int],
-                 b: bundle_mod.Bundle) -> None:
+                 b: Bundle) -> None:
         self.launcher = [python, "-m", "gtcdemo.release"]
         self.store = state_dir / "discovery"
         self.b = b
@@ -308,7 +283,7 @@ class _Release08:
 
     def worker(self, spec: ProcSpec, service: str) -> ProcSpec:
         argv = spec.argv
-        model_path, name = _arg(argv, "--model-path") or "", _arg(argv, "--model-name") or ""
+        model_path, name = arg_value(argv, "--model-path") or "", arg_value(argv, "--model-name") or ""
         parts = Path(name).parts
         if not parts or Path(model_path).parts[-len(parts):] != parts:
             raise ConfigError(
@@ -320,7 +295,7 @@ class _Release08:
         settings = {k: v for k, v in spec.mocker_settings.items() if k not in self.MOCKER_FLAGS_ABSENT}
         role_flag = {"prefill": ["--is-prefill-worker"], "decode": ["--is-decode-worker"]}.get(spec.role, [])
         program = [argv[0], "-m", "dynamo.mocker", "--model-path", model_path, "--model-name", name, *role_flag,
-                   "--endpoint", _arg(argv, "--endpoint") or "", *self.PLANES, *_flags(settings)]
+                   "--endpoint", arg_value(argv, "--endpoint") or "", *self.PLANES, *_flags(settings)]
         launched = [*self.launcher, "--after-url", self.nats_health, "--cwd", root, "--", *program]
         return ProcSpec(name=spec.name, service=spec.service, role=spec.role, replica=spec.replica, argv=launched,
                         env=spec.env, ports=spec.ports, health=spec.health, mocker_settings=settings)
@@ -343,7 +318,7 @@ PODMONITOR_NAMESPACE = "dynamo-system"
 PODMONITORS = {"frontend": ("dynamo-frontend", "http"), "worker": ("dynamo-worker", "system")}
 
 
-def prometheus_config(b: bundle_mod.Bundle, specs: list[ProcSpec], interval_s: float = 1.0,
+def prometheus_config(b: Bundle, specs: list[ProcSpec], interval_s: float = 1.0,
                       podmonitor_namespace: str = PODMONITOR_NAMESPACE) -> dict:
     """Scrape the frontend and every worker's system port with the target labels the cluster's Prometheus gives.
 
