@@ -22,7 +22,7 @@ from . import engine_config, modeldir
 from .clock import Deadline
 from .engine_config import ContextLimit
 from .errors import ConfigError, DeploymentError
-from .local.volumes import pvc_root
+from .modeldir import pvc_root
 
 
 class InferenceError(DeploymentError):

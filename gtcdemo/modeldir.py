@@ -98,6 +98,11 @@ def default_model_dir() -> Path:
     return cache / "model" / SERVED_MODEL_NAME.replace("/", "--")
 
 
+def pvc_root() -> Path:
+    """Local stand-ins for the cluster's PVCs, shared by all deployments (the model folder is made once)."""
+    return default_model_dir().parents[1] / "pvc"
+
+
 def ensure_model_dir(path: Path | None = None) -> Path:
     """Create (once) the tokenizer + config directory the mocker loads; return its path."""
     path = path or default_model_dir()

@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING
 
 from .. import modeldir
 from ..args import arg_value, container_args
+from ..modeldir import pvc_root
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
-
-
-def pvc_root() -> Path:
-    """Local stand-ins for the cluster's PVCs, shared by all deployments (the model folder is made once)."""
-    return modeldir.default_model_dir().parents[1] / "pvc"
 
 
 class Mounts:
