@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from . import project
 from .bundle import Bundle
-from .errors import DeploymentError
+from .errors import ConfigError, DeploymentError, ValidationErrors
 from .results import ApplyResult, CheckReport, Overview, ReadyResult, StatusTable
 
 
@@ -42,6 +42,21 @@ class Target(ABC):
 
             self._bundle = bundle_mod.load(self.env)
         return self._bundle
+
+    def config_check(self, report: CheckReport) -> Bundle | None:
+        """Preflight's first row, the same on both targets: the bundle valid, or each problem with its file and fix.
+
+        Returns the bundle, or None when it is invalid (the other checks then have nothing to check)."""
+        try:
+            b = self.bundle
+        except ConfigError as exc:  # each problem with its file, not the count ValidationErrors starts with
+            errors = exc.errors if isinstance(exc, ValidationErrors) else [exc]
+            report.add("engine configs and manifests", False, "; ".join(str(e).splitlines()[0] for e in errors),
+                       "; ".join(dict.fromkeys(e.fix for e in errors if e.fix)))
+            return None
+        report.add("engine configs and manifests", True, f"{b.name}: {b.expected_pods} pods, "
+                   f"{', '.join(b.engine_configs)} configs valid")
+        return b
 
     @property
     @abstractmethod

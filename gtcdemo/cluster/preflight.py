@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import bundle as bundle_mod
-from ..errors import ConfigError, DeploymentError
+from ..errors import DeploymentError
 from ..results import CheckReport
 from . import apply as apply_mod
 from .apierrors import api_message, refusal, status_details
@@ -297,19 +297,15 @@ def _dry_run_finding(kube: Kube, bundle: bundle_mod.Bundle) -> Finding:
     return Finding("server-side dry run", True, f"{len(bundle.objects)} objects accepted")
 
 
-def run(kube: Kube, settings: ClusterSettings, env: str, load: Callable[[], bundle_mod.Bundle]) -> CheckReport:
-    """Every check, each failure with its fix; the bundle is loaded here, so a broken config is one of the rows."""
+def run(kube: Kube, settings: ClusterSettings, env: str,
+        config_check: Callable[[CheckReport], bundle_mod.Bundle | None]) -> CheckReport:
+    """Every check, each failure with its fix; the bundle is checked first, so a broken config is one of the rows."""
     from kubernetes import client
 
-    try:
-        bundle = load()
-    except ConfigError as exc:
-        report = CheckReport(f"preflight: {env} on {kube.context}")
-        report.add("engine configs and manifests", False, str(exc).splitlines()[0], exc.fix or "")
+    report = CheckReport(f"preflight: {env} on {kube.context}")
+    bundle = config_check(report)
+    if bundle is None:
         return report
-    report = CheckReport(f"preflight: {bundle.name} on {kube.context}")
-    report.add("engine configs and manifests", True, f"{bundle.name}: {bundle.expected_pods} pods, "
-               f"{', '.join(bundle.engine_configs)} configs valid")
     try:
         version = client.VersionApi(kube.api).get_code()
         report.add("API server reachable", True, f"{kube.context}: Kubernetes {version.git_version}")

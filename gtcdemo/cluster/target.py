@@ -257,7 +257,7 @@ class ClusterTarget(Target):
 
     def preflight(self) -> CheckReport:
         """Everything the deployment needs, checked before anything is applied (each failure with its fix)."""
-        return preflight_mod.run(self.kube, self.settings, self.env, lambda: self.bundle)
+        return preflight_mod.run(self.kube, self.settings, self.env, self.config_check)
 
     # -- endpoints ---------------------------------------------------------------------------------------------------
     def frontend_service(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, DeploymentError, MissingDependencyError, ValidationErrors
+from ..errors import DeploymentError, MissingDependencyError
 from ..results import CheckReport
 from .ports import PORT_RANGE, PREFERRED_PORTS, pick_port, port_free
 from .state import StateFolder
@@ -62,18 +62,13 @@ def check_dependencies() -> dict[str, str]:
     return {"dynamo": importlib.util.find_spec("dynamo").origin or "", "prometheus": prometheus}
 
 
-def preflight(env: str, bundle: Callable[[], Bundle], state_dir: Callable[[], Path]) -> CheckReport:
-    """Everything the local graph of ``env`` needs, each a check: the bundle valid (loaded by ``bundle``: a broken
+def preflight(env: str, config_check: Callable[[CheckReport], Bundle | None],
+              state_dir: Callable[[], Path]) -> CheckReport:
+    """Everything the local graph of ``env`` needs, each a check: the bundle valid (``config_check``: a broken
     config is the one failed check), Dynamo and Prometheus installed, ports, model folder, state folder."""
     report = CheckReport(f"preflight: {env} on this machine (local target)")
-    try:
-        b = bundle()
-        report.add("engine configs and manifests", True, f"{b.name}: {b.expected_pods} pods, "
-                   f"{', '.join(b.engine_configs)} configs valid")
-    except ConfigError as exc:  # each problem with its file, not the count ValidationErrors starts with
-        errors = exc.errors if isinstance(exc, ValidationErrors) else [exc]
-        report.add("engine configs and manifests", False, "; ".join(str(e).splitlines()[0] for e in errors),
-                   "; ".join(dict.fromkeys(e.fix for e in errors if e.fix)))
+    b = config_check(report)
+    if b is None:
         return report
     try:
         found = check_dependencies()

@@ -405,7 +405,7 @@ class LocalTarget(Target):
 
     def preflight(self) -> CheckReport:
         """What the local graph needs: the bundle valid, Dynamo and Prometheus installed, ports, model folder."""
-        return preflight(self.env, lambda: self.bundle, lambda: self.dir)
+        return preflight(self.env, self.config_check, lambda: self.dir)
 
     # -- teardown --------------------------------------------------------------------------------------------------
     def teardown(self, timeout_s: float = 30.0) -> ApplyResult:
