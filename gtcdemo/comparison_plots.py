@@ -5,6 +5,7 @@
   BF16 faster than ~209 tokens/s per user).
 - ``latency_vs_load``: TTFT and ITL p50/p95 against the load level, both layouts on the same axes, with the TTFT
   SLO line, and below them the goodput at that SLO.
+- ``overview``: the demo's one figure, the frontier beside TTFT p95 against load with the SLO line.
 
 Both take the records of ``gtcdemo.comparison`` (``run_comparison`` or ``read_records``) and draw nothing that is
 not in them.
@@ -45,33 +46,67 @@ def _name(layout: str, serving: str, rows: pd.DataFrame) -> str:
     return f"{serving} ({layout}, {int(rows['gpus'].iloc[0])} GPUs)"
 
 
+def _frontier_panel(ax: Axes, frame: pd.DataFrame, label_size: int = 14) -> None:
+    """The curves, their level labels and the H100 wall, on ``ax``."""
+    top_x = H100_TOKENS_PER_USER_CEILING
+    for i, (layout, serving, rows) in enumerate(_layouts(frame)):
+        x, y = rows["tokens_per_s_per_user"].to_numpy(float), rows["tokens_per_s_per_gpu"].to_numpy(float)
+        ax.plot(x, y, marker=MARKERS.get(serving, "o"), markersize=11, color=COLOURS.get(serving),
+                label=_name(layout, serving, rows))
+        # Labels left of the first curve's points and right of the second's, so coinciding curves stay legible.
+        side = -1 if i % 2 == 0 else 1
+        for level, xi, yi in zip(rows["level"], x, y, strict=True):
+            ax.annotate(f"{level:g}", (xi, yi), textcoords="offset points", xytext=(10 * side, 0),
+                        fontsize=label_size, fontweight="bold", color=COLOURS.get(serving),
+                        ha="right" if side < 0 else "left", va="center")
+        top_x = max(top_x, float(np.nanmax(x)) if len(x) else 0.0)
+    right = top_x * 1.12
+    ax.axvline(H100_TOKENS_PER_USER_CEILING, color=FLOOR_COLOUR, linestyle=":", linewidth=2.5,
+               label=f"H100 floor: {H100_ITL_FLOOR_MS:.1f} ms per token\n= {H100_TOKENS_PER_USER_CEILING:.0f} "
+                     "tokens/s per user")
+    ax.axvspan(H100_TOKENS_PER_USER_CEILING, right, color=FLOOR_COLOUR, alpha=0.15, linewidth=0)
+    top_y = float(np.nanmax(frame["tokens_per_s_per_gpu"])) * 1.15 if len(frame) else 1.0
+    ax.text((H100_TOKENS_PER_USER_CEILING + right) / 2, top_y * 0.6, "faster than an H100", rotation=90,
+            ha="center", va="center", fontsize=12, color="#616161")
+    ax.set_xlim(0, right)
+    ax.set_ylim(0, top_y)
+    ax.set(xlabel="output tokens/s per user (1 / ITL)", ylabel="output tokens/s per GPU")
+
+
 def frontier(frame: pd.DataFrame, title: str = "Output tokens/s per GPU vs per user, one point per load level"
              ) -> Figure:
     """The frontier: up and to the right is better; a curve that lies above the other wins at that speed per user."""
     with plots.projector():
         fig, ax = plots.new_figure(6.0)
-        top_x = H100_TOKENS_PER_USER_CEILING
-        for i, (layout, serving, rows) in enumerate(_layouts(frame)):
-            x, y = rows["tokens_per_s_per_user"].to_numpy(float), rows["tokens_per_s_per_gpu"].to_numpy(float)
-            ax.plot(x, y, marker=MARKERS.get(serving, "o"), markersize=11, color=COLOURS.get(serving),
-                    label=_name(layout, serving, rows))
-            # Labels left of the first curve's points and right of the second's, so coinciding curves stay legible.
-            side = -1 if i % 2 == 0 else 1
-            for level, xi, yi in zip(rows["level"], x, y, strict=True):
-                ax.annotate(f"{level:g}", (xi, yi), textcoords="offset points", xytext=(10 * side, 0), fontsize=14,
-                            fontweight="bold", color=COLOURS.get(serving), ha="right" if side < 0 else "left",
-                            va="center")
-            top_x = max(top_x, float(np.nanmax(x)) if len(x) else 0.0)
-        right = top_x * 1.12
-        ax.axvline(H100_TOKENS_PER_USER_CEILING, color=FLOOR_COLOUR, linestyle=":", linewidth=2.5,
-                   label=f"H100 floor: {H100_ITL_FLOOR_MS:.1f} ms per token\n= {H100_TOKENS_PER_USER_CEILING:.0f} "
-                         "tokens/s per user")
-        ax.axvspan(H100_TOKENS_PER_USER_CEILING, right, color=FLOOR_COLOUR, alpha=0.15, linewidth=0)
-        ax.set_xlim(0, right)
-        ax.set_ylim(0, float(np.nanmax(frame["tokens_per_s_per_gpu"])) * 1.15 if len(frame) else 1)
-        ax.set(xlabel="output tokens/s per user (1 / ITL)", ylabel="output tokens/s per GPU")
+        _frontier_panel(ax, frame)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
                   title=f"labels: {_unit(frame)}", title_fontsize=13)
+        fig.suptitle(title)
+    return fig
+
+
+def overview(frame: pd.DataFrame, slo_ttft_ms: float | None = None,
+             title: str = "The same 2 GPUs: disaggregated vs aggregated") -> Figure:
+    """One figure for the stage: the frontier beside TTFT p95 against load with the SLO, one legend under both."""
+    slo_ttft_ms = float(frame["slo_ttft_ms"].iloc[0]) if slo_ttft_ms is None else slo_ttft_ms
+    levels = sorted(frame["level"].unique())
+    positions = {level: i for i, level in enumerate(levels)}
+    with plots.projector():
+        fig, (left, right) = plots.new_figure(6.2, 1, 2)
+        _frontier_panel(left, frame, label_size=13)
+        left.set_title("per GPU vs per user (labels: load)")
+        for layout, serving, rows in _layouts(frame):
+            right.plot([positions[level] for level in rows["level"]], rows["ttft_ms_p95"], marker=MARKERS.get(serving),
+                       markersize=10, color=COLOURS.get(serving), label=_name(layout, serving, rows))
+        right.axhline(slo_ttft_ms, color=SLO_COLOUR, linewidth=2.5, label=f"TTFT SLO {slo_ttft_ms:g} ms")
+        right.set_ylim(0, max(float(np.nanmax(frame["ttft_ms_p95"])), slo_ttft_ms) * 1.15)
+        right.set_xticks([*positions.values()], [f"{level:g}" for level in levels])
+        right.set(xlabel=_unit(frame), ylabel="TTFT p95 (ms)")
+        right.set_title("TTFT p95 against load")
+        handles, labels = right.get_legend_handles_labels()
+        floor = next(h for h in left.get_lines() if h.get_label().startswith("H100"))
+        fig.legend([*handles, floor], [*labels, floor.get_label().replace("\n", " ")], loc="outside lower center",
+                   ncols=2)
         fig.suptitle(title)
     return fig
 
@@ -144,4 +179,4 @@ def _goodput_panel(ax: Axes, frame: pd.DataFrame, positions: dict[float, int]) -
     ax.grid(axis="x", visible=False)
 
 
-__all__ = ["frontier", "latency_vs_load"]
+__all__ = ["frontier", "latency_vs_load", "overview"]

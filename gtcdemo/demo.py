@@ -28,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import experiments, load, metrics, plots, project
+from . import demo_comparison, experiments, load, metrics, plots, project
+from .args import arg_value, container_args
 from .errors import ConfigError, DeploymentError, GtcdemoError
 from .inference import StreamResult, stream_chat
 from .results import Message, Note, StatusTable, Table, engine_note, live_text, load_table, record
@@ -49,11 +50,6 @@ def _display(obj: Any, **kwargs: Any) -> Any:
     except ImportError:  # pragma: no cover - outside a notebook
         print(repr(obj))
         return None
-
-
-def dashboard_figure(window: pd.DataFrame, title: str, start: float | None = None, end: float | None = None) -> Any:
-    """TTFT p50/p95 (frontend clock), output tokens/s and requests in flight on one time axis from the load's start."""
-    return plots.dashboard(window, title, start, end)
 
 
 class Show:
@@ -169,7 +165,7 @@ class Show:
             table = self.target.status()
             self.meta["model"] = self.model
             self._save_json("status", {"title": table.title, "rows": table.frame.to_dict(orient="records")})
-            self._save_meta()
+            self._save_json("meta", self.meta)
         self.values["status"] = {"processes": len(table.frame)}
         _display(table)
         return table
@@ -221,7 +217,7 @@ class Show:
             for end in (len(window) // 3, 2 * len(window) // 3, len(window)):  # redraw as it was seen, instantly
                 if handle is not None and end:
                     last = recorded.ended_at if end == len(window) else None
-                    handle.update(plots.image(dashboard_figure(window.iloc[:end], title, recorded.started_at, last)))
+                    handle.update(plots.image(plots.dashboard(window.iloc[:end], title, recorded.started_at, last)))
             return self._client_view(recorded)
         spec = load.LoadSpec(model=self.model, concurrency=concurrency, duration_s=duration_s, warmup_requests=2,
                              input_tokens_mean=input_tokens, output_tokens=output_tokens)
@@ -243,14 +239,14 @@ class Show:
                 now = time.time()
                 window = m.window(max(started - 5, now - DASHBOARD_WINDOW_S), now)
                 if handle is not None and len(window):
-                    handle.update(plots.image(dashboard_figure(window, title, started)))
+                    handle.update(plots.image(plots.dashboard(window, title, started)))
             if "error" in box:
                 raise box["error"]
             result: load.LoadResult = box["result"]
             settled = m.settle(result.ended_at)
             window = m.window(started - 5, settled.timestamp())
         if handle is not None and len(window):
-            handle.update(plots.image(dashboard_figure(window, title, result.started_at, result.ended_at)))
+            handle.update(plots.image(plots.dashboard(window, title, result.started_at, result.ended_at)))
         if self.mode == "record":
             result.save(self._path(name))
             window.to_csv(self._path(f"{name}-window.csv"))
@@ -315,12 +311,12 @@ class Show:
             _display(Note(doc["load"]))
             _display(Message(doc["note"], colour="#666", background="#f4f4f4", size="1.1em"))
         else:
+            slots = self._decode_slots(service)
             self._require_graph()
             before = self.target.replicas(service)
             if before == replicas:
                 raise DeploymentError(f"{service} already runs {replicas} replica(s): no step to show",
                                       fix="run the restore cell first, or choose another scale_to")
-            slots = int(self.target.bundle.engine_configs["decode"].get("max_batch_size", 64))
             concurrency = concurrency or slots * 3 // 2
             spec = load.LoadSpec(model=self.model, concurrency=concurrency, duration_s=duration_s, warmup_requests=4,
                                  input_tokens_mean=200, output_tokens=128)
@@ -358,6 +354,20 @@ class Show:
                                   "caption": view.caption, "table_html": view._repr_html_()}
         return table
 
+    def _decode_slots(self, service: str) -> int:
+        """Sequences ``service`` decodes at once (its engine config's max_batch_size). An env without it is refused,
+        not another worker scaled: in agg every worker prefills and decodes its own requests, and decode growing on
+        its own is what disaggregation allows, what this section shows."""
+        services = self.target.bundle.services
+        if service not in services:
+            workers = ", ".join(name for name, svc in services.items() if svc.get("componentType") == "worker")
+            raise DeploymentError(f"{self.env} has no {service} to scale: its workers ({workers}) each prefill and "
+                                  "decode their own requests, so decode cannot grow on its own",
+                                  where=f"manifests/{self.env}", fix="show this section with env='dev' "
+                                  "(disaggregated); `gtcdemo scale` scales an aggregated worker")
+        config = Path(arg_value(container_args(services[service]), "--extra-engine-args") or "decode").stem
+        return int(self.target.bundle.engine_configs[config].get("max_batch_size", 64))
+
     def restore(self) -> None:
         """Put the deployment back as the scaling section found it (and wait until it is ready again)."""
         if self.mode == "replay":
@@ -375,6 +385,16 @@ class Show:
         self._save_json("restore", {"note": text})
         self.values["restore"] = {"note": text}
         _display(Note(text))
+
+    def comparison(self, minutes: float = 0.0, records: str = "", preset: str = "prefill-heavy", **live: Any
+                   ) -> pd.DataFrame:
+        """Optional: disaggregated vs aggregated on the same GPUs as one figure and its verdict; saved records unless
+        ``minutes`` allow a live run (``live``: its levels, sizes), which leaves the graph on stage as it was
+        (``gtcdemo.demo_comparison``)."""
+        frame, self.values["comparison"] = demo_comparison.section(
+            self.mode, self.folder, self._recorded_target, minutes=minutes, records=records, preset=preset,
+            fallback=FIXTURE, display=_display, **live)
+        return frame
 
     def summary(self) -> Table:
         """The closing table: the numbers the audience saw."""
@@ -397,10 +417,6 @@ class Show:
         table = Table("What we saw", frame)
         record("summary", {"sections": dict(self.sections), "rows": dict(rows)})
         return table
-
-    def _save_meta(self) -> None:
-        if self.mode == "record":
-            (self.folder / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
 
 def _scale_caption(table: pd.DataFrame, target: str) -> str:

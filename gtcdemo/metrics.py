@@ -197,9 +197,9 @@ class Metrics:
         result = self.query(f"sum by (le) ({metric}_bucket)", at=at)
         return [(float(r["metric"]["le"]), float(r["value"][1])) for r in result]  # "+Inf" -> inf
 
-    def _scalar(self, promql: str, at: datetime) -> float:
+    def _scalar(self, promql: str, at: datetime, missing: float = 0.0) -> float:
         result = self.query(promql, at=at)
-        return float(result[0]["value"][1]) if result else 0.0
+        return float(result[0]["value"][1]) if result else missing
 
     def run_summary(self, start: float | datetime, end: float | datetime) -> RunSummary:
         """Server-side TTFT/ITL/throughput of one run from counter differences (end - start)."""
@@ -210,7 +210,9 @@ class Metrics:
             return [(le, count - before.get(le, 0.0)) for le, count in self._buckets(metric, end)]
 
         def diff(promql: str) -> float:
-            return self._scalar(promql, end) - self._scalar(promql, start)
+            # A counter absent at the start had not counted yet (0); absent at the end, its series went stale (the
+            # frontend down): unknown, not 0, which would make the run's count negative.
+            return self._scalar(promql, end, missing=math.nan) - self._scalar(promql, start)
 
         ttft = diff_buckets(TTFT)
         count = diff(f"sum({TTFT}_count)")

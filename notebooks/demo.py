@@ -19,6 +19,9 @@ duration_s: float = 20.0  # how long the dashboard's load runs
 kv_requests: int = 6  # requests per batch in the KV-cache section
 scale_to: int = 2  # decode workers after scaling
 scale_duration_s: float = 10.0  # how long the scaling section's load runs at each size
+comparison_minutes: float = 0.0  # time allowed to run the disagg-vs-agg comparison live; too little: saved records
+comparison_records: str = ""  # live/record: saved comparison to show (notebook 06's records); empty: the committed one
+comparison_preset: str = "prefill-heavy"  # the workload of a live comparison: "prefill-heavy" or "decode-heavy"
 
 # %%
 from gtcdemo import params
@@ -81,3 +84,15 @@ with show.section("restore"):
 
 # %%
 show.summary()
+
+# %% [markdown]
+# ## Optional: why disaggregate? The same two GPUs, aggregated
+#
+# Disaggregated (1 prefill + 1 decode worker) against aggregated (2 workers doing both) on the same 2 GPUs, swept
+# over the same load levels (notebook 06 has the whole story). It draws saved records unless `comparison_minutes`
+# allows a live run; a live run takes the graph on stage down, deploys each layout alone, and brings the graph back
+# as it was, all within the time allowed.
+
+# %%
+with show.section("comparison"):
+    show.comparison(comparison_minutes, comparison_records, comparison_preset)

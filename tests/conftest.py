@@ -12,9 +12,7 @@ import pytest
 
 from gtcdemo.local import LocalTarget
 
-from .support import footprint, poll, running_graph
-
-__all__ = ["poll", "running_graph"]  # still imported from here by a few modules; new code imports tests.support
+from .support import footprint, running_graph
 
 
 @pytest.fixture
@@ -60,8 +58,8 @@ def state_pointing_at(target: LocalTarget) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def shared_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTarget]:
-    """The one dev graph of the run for tests that only read from it (a graph start-up is ~20 s of a 2-core
-    machine): take it through ``graph``."""
+    """The one dev graph of the run for the tests that only read from it (a start-up and teardown take ~7 s on 2
+    cores; one per module cost nine a run): take it through ``graph``."""
     with running_graph(tmp_path_factory.mktemp("shared-graph-state")) as target:
         yield target
 

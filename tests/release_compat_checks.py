@@ -29,7 +29,7 @@ import pytest
 from gtcdemo import inference, load, metrics, release
 from gtcdemo.local import LocalTarget, pvc_root
 
-from .conftest import poll, running_graph
+from .support import poll, running_graph
 
 pytestmark = pytest.mark.local
 

@@ -389,7 +389,7 @@ class Case:
     what: tuple[str, ...]            # the problem
     where: tuple[str, ...]           # the location (file and key path, parameter, context/namespace...)
     fix: tuple[str, ...]             # what to do
-    needs: str = ""                  # the package change this row required (all made; kept as the why)
+    needs: str = ""                  # the change in gtcdemo/ this row required (all made; kept as the why)
     cleanup: Callable[[Ctx], None] | None = None
 
     def __post_init__(self) -> None:
@@ -415,7 +415,8 @@ NEEDS_CLI_NUMBERS = ("cli.py:build_parser — give --timeout (up, wait, demo) an
                      "<= 0 and --tail / --max-tokens one that refuses values < 1, e.g. `argument --timeout: must be "
                      "> 0 seconds, got 0 (e.g. --timeout 600)`; today `up --timeout 0` starts the graph and then "
                      "tears it down, and `logs --tail -3` prints lines[3:]")
-NEEDS_UNREFERENCED_KEY = ("bundle.py:validate_dgd — report every ConfigMap key that no worker's --extra-engine-args "
+NEEDS_UNREFERENCED_KEY = ("bundle/validate.py:validate_dgd — report every ConfigMap key that no worker's "
+                          "--extra-engine-args "
                           "references (where=<DGD>.spec.services, naming the key, fix: point the worker's "
                           "--extra-engine-args at /engine-configs/<key> or remove engine-configs/<env>/<key>)")
 
@@ -518,7 +519,8 @@ CASES: list[Case] = [
     Case("manifest-service-env-typo", "manifest", "gtcdemo validate",
          text_edit(DGD, "          value: kv", "          valu: kv"), cli("validate"),
          ("value",), (f"{AT}.Frontend.envs[0]",), ("value:",),
-         needs="bundle.py:validate_dgd — check spec.services.<svc>.envs entries as spec.envs are (name plus value or "
+         needs="bundle/validate.py:validate_dgd — check spec.services.<svc>.envs entries as spec.envs are (name plus "
+               "value or "
                "valueFrom; unknown keys with did-you-mean); today `valu: kv` passes, the API server prunes it and "
                "DYN_ROUTER_MODE is silently empty (no KV-aware routing)"),
     Case("manifest-worker-without-command", "manifest", "gtcdemo validate",
@@ -526,14 +528,16 @@ CASES: list[Case] = [
          ("worker service has args but no command", "the shell takes '--model-path' for an option"),
          (f"{AT}.TrtllmDecodeWorker.extraPodSpec.mainContainer.command",),
          ("add `command: [python3, -m, dynamo.trtllm]`", "examples/backends/trtllm/deploy/disagg.yaml"),
-         needs="bundle.py:validate_dgd — refuse a non-frontend service with args and no command: Dynamo 0.8 gives it "
+         needs="bundle/validate.py:validate_dgd — refuse a non-frontend service with args and no command: Dynamo 0.8 "
+               "gives it "
                "only `/bin/sh -c` (component_common.go), so the committed workers crash-loop on the cluster"),
     Case("manifest-kai-queue-label", "manifest", "gtcdemo up",
          dgd_edit(lambda d: svc(d, "TrtllmPrefillWorker").__setitem__("labels", {"kai.scheduler/queue": "default"})),
          cli("up"), ("label kai.scheduler/queue is overwritten by the operator", "nothing was applied"),
          (f"{AT}.TrtllmPrefillWorker.labels.kai.scheduler/queue",),
          ("set `metadata.annotations: {nvidia.com/kai-scheduler-queue: <queue>}` on the DGD",),
-         needs="bundle.py:validate_dgd — refuse the pod label kai.scheduler/queue, which the operator overwrites "
+         needs="bundle/validate.py:validate_dgd — refuse the pod label kai.scheduler/queue, which the operator "
+               "overwrites "
                "with the queue of the DGD annotation nvidia.com/kai-scheduler-queue (grove.go)"),
     Case("manifest-worker-program-not-rehearsable", "manifest", "LocalTarget.apply",
          dgd_edit(lambda d: main_container(d, "TrtllmPrefillWorker").__setitem__("command",
@@ -541,16 +545,18 @@ CASES: list[Case] = [
          local_apply, ("runs `python3 -m dynamo.vllm`, which the local target cannot rehearse",),
          ("spec.services.TrtllmPrefillWorker.extraPodSpec.mainContainer.command",),
          ("use `command: [python3, -m, dynamo.trtllm]`",),
-         needs="localplan.py:check_rehearsable — the local target mocks `python3 -m dynamo.trtllm` only; today any "
+         needs="local/plan.py:check_rehearsable — the local target mocks `python3 -m dynamo.trtllm` only; today any "
                "command is silently replaced by the TRT-LLM mocker"),
     Case("manifest-not-utf8", "manifest", "gtcdemo validate", append(DGD, BROKEN_UTF8), cli("validate"),
          ("UTF-8",), ("20-dgd-gtc-demo.yaml",), ("UTF-8",),
-         needs="bundle.py:_read_manifests — catch UnicodeDecodeError and raise ConfigError('not UTF-8 text ...', "
+         needs="bundle/manifests.py:read_manifests — catch UnicodeDecodeError and raise ConfigError('not UTF-8 text "
+               "...', "
                "where=<file>, fix='save the file as UTF-8'); today `gtcdemo validate` dies with a traceback"),
     Case("manifest-pvc-without-storage", "manifest", "gtcdemo validate",
          text_edit(PVC, "  resources:\n    requests:\n      storage: 100Gi\n", ""), cli("validate"),
          ("resources.requests.storage",), ("model-nfs-pvc",), ("storage",),
-         needs="bundle.py:load — validate PersistentVolumeClaim manifests (metadata.name/namespace, spec.accessModes, "
+         needs="bundle/__init__.py:load — validate PersistentVolumeClaim manifests (metadata.name/namespace, "
+               "spec.accessModes, "
                "spec.resources.requests.storage) as located ConfigErrors; today Bundle.table raises KeyError "
                "'resources' and `gtcdemo validate` dies with a traceback"),
     # ---- parameters: the command line --------------------------------------------------------------------------
@@ -624,20 +630,23 @@ CASES: list[Case] = [
          kill_supervisor, cli("status", rc=3),
          (NOT_RUNNING, "its supervisor (pid ", "was killed or crashed", "its 4 processes stopped with it"),
          (STATE_FOLDER,), (START_IT,),
-         needs="supervisor.py: children get PR_SET_PDEATHSIG (die with the supervisor); local.py:status says what "
+         needs="local/supervisor.py: children get PR_SET_PDEATHSIG (die with the supervisor); local.py:status says "
+               "what "
                "happened (today the 4 processes keep serving, orphaned, and status says only 'not running')"),
     # ---- bounds: counts checked against what the target holds, before anything is claimed (issue 12) ---------
     Case("bounds-manifest-replicas-beyond-the-machine", "bounds", "gtcdemo up",
          dgd_edit(lambda d: svc(d, "TrtllmDecodeWorker").__setitem__("replicas", 500)), cli("up"),
          ("TrtllmDecodeWorker: 500 replicas make the local graph 503 processes", "processes on this machine"),
          (f"{AT}.TrtllmDecodeWorker.replicas",), ("lower the replicas", "cluster target"),
-         needs="local.py:check_capacity — refuse before the lock, the state folder and any port claim (today 200 "
+         needs="local/checks.py:check_capacity — refuse before the lock, the state folder and any port claim (today "
+               "200 "
                "ports are claimed, then `no free port in 9091-9290`, and files stay in the state folder)"),
     Case("bounds-scale-a-running-graph-beyond-the-machine", "bounds", "gtcdemo scale (running graph)", start_graph,
          cli("scale", "TrtllmDecodeWorker", "1000000000"),
          ("TrtllmDecodeWorker: 1000000000 replicas make the local graph 1000000003 processes",
           "processes on this machine"), ("gtcdemo scale TrtllmDecodeWorker 1000000000",), ("lower the replicas",),
-         needs="local.py:scale — the same bound before apply; nothing written, no port claimed, nothing restarted "
+         needs="local/target.py:LocalTarget.scale — the same bound before apply; nothing written, no port claimed, "
+               "nothing restarted "
                "(today it claims 200 ports for a minute and rewrites applied/ with 1000000000 replicas)"),
     # ---- names: every name the DGD's objects get, as the API server, the operator and Grove check them -------
     Case("names-dgd-name-too-long-for-derived-names", "names", "gtcdemo validate",
@@ -646,7 +655,8 @@ CASES: list[Case] = [
           "DNS-1035 label of at most 63 characters", f"label nvidia.com/dynamo-namespace="
           f"'dynamo-workload-{LONG_DGD}' ({len(LONG_DGD) + 16} characters)", "combined resource name length"),
          (f"manifests/dev DGD {LONG_DGD}.metadata.name",), ("shorten metadata.name",),
-         needs="bundle.py:check_names — derived names (graph.go GetDynamoComponentName, getDynamoNamespace, Grove "
+         needs="bundle/names.py:check_names — derived names (graph.go GetDynamoComponentName, getDynamoNamespace, "
+               "Grove "
                "validatePodNameConstraints) refused with the name and its length; today `validate` passes"),
     Case("names-service-too-long-for-grove-pods", "names", "gtcdemo validate",
          dgd_edit(lambda d: d["spec"]["services"].__setitem__(LONG_SERVICE, d["spec"]["services"].pop(
@@ -673,13 +683,13 @@ CASES: list[Case] = [
                    "pending_bound_s = 300\npending_bound_s = 60"),
          cli("up", "--target", "cluster"), ("key 'pending_bound_s' is written twice (lines 10 and 11)",),
          ("manifests/dev/cluster.toml",), ("keep one of the two lines",),
-         needs="cluster.py:load_settings — tomllib refuses it, naming only the second line"),
+         needs="cluster/settings.py:load_settings — tomllib refuses it, naming only the second line"),
     # ---- the model's context: refused before anything is sent, with the limit (issue 12) ---------------------
     Case("context-load-prompt-beyond-the-model", "context limit", "gtcdemo load --input-tokens 400000", None,
          cli("load", "--input-tokens", "400000", "--requests", "1"),
          ("400000 prompt + 32 output = 400032 tokens", "context of 131072 tokens",
           "max_position_embeddings of meta-llama/Llama-3.1-8B-Instruct"), ("--input-tokens",), ("at most 131072",),
-         needs="load.py:check_context + cli.py — today the load runs (the mocker has no limit) and completes"),
+         needs="load/spec.py:check_context + cli.py — today the load runs (the mocker has no limit) and completes"),
     Case("context-test-inference-max-tokens-beyond-the-model", "context limit", "gtcdemo test-inference", None,
          cli("test-inference", "--max-tokens", "200000"), ("+ 200000 output", "context of 131072 tokens"),
          ("--max-tokens",), ("at most 131072",)),
@@ -716,21 +726,22 @@ CASES: list[Case] = [
     Case("cluster-missing-secret", "cluster", "ClusterTarget.apply", delete_secret, cluster_apply,
          ("secret hf-token",), ("dynamo-workload",),
          ("kubectl -n dynamo-workload create secret generic hf-token",),
-         needs="cluster.py:ClusterTarget.apply — before the dry run, check (metadata only, _secret_exists) that every "
+         needs="cluster/target.py:ClusterTarget.apply — before the dry run, check (metadata only, "
+               "Kube.secret_exists) that every "
                "envFromSecret of the DGD exists and raise DeploymentError naming the secret, the namespace and the "
                "kubectl create secret fix; today the DGD is applied and the pods fail later with "
                "CreateContainerConfigError"),
     Case("cluster-kai-queue-missing", "cluster", "ClusterTarget.apply", delete_kai_queue, cluster_apply,
          ("KAI queue dynamo does not exist", "nothing was applied"), ("nvidia.com/kai-scheduler-queue",),
          ("deploy/helm/charts/platform/templates/kai.yaml", "name an existing queue"),
-         needs="cluster.py:ClusterTarget.apply — refuse before the dry run when the KAI queue the DGD names "
+         needs="cluster/target.py:ClusterTarget.apply — refuse before the dry run when the KAI queue the DGD names "
                "(annotation nvidia.com/kai-scheduler-queue, default dynamo) does not exist: the 0.8 operator refuses "
                "the DGD (grove.go ensureQueueExists) and `wait` would only see it fail"),
     Case("cluster-replicas-beyond-the-gpus", "cluster", "ClusterTarget.apply",
          dgd_edit(lambda d: svc(d, "TrtllmDecodeWorker").__setitem__("replicas", 5)), cluster_apply,
          ("the DGD's pods would request 6 nvidia.com/gpu", "have 3 allocatable", "nothing was applied"),
          ("spec.services.*.replicas",), ("lower the workers' replicas",),
-         needs="cluster.py:_refuse_beyond_gpus — GPUs of the nodes preflight lists, checked before the dry run "
+         needs="cluster/preflight.py:gpu_findings — GPUs of the nodes preflight lists, checked before the dry run "
                "(issue 12; today the DGD is applied and 3 worker pods stay Pending)"),
     Case("cluster-scale-beyond-the-gpus", "cluster", "gtcdemo scale --target cluster", cluster_deployed,
          cli("scale", "TrtllmDecodeWorker", "1000", "--target", "cluster"),
@@ -742,7 +753,8 @@ CASES: list[Case] = [
          ("start it: gtcdemo up --env dev --target cluster",)),
     Case("cluster-pvc-not-bound", "cluster", "ClusterTarget.apply", pvc_pending, cluster_apply,
          ("model-nfs-pvc", "Pending"), ("dynamo-workload",), ("Bound",),
-         needs="cluster.py:ClusterTarget.apply — when the model PVC exists but is not Bound, refuse before the dry "
+         needs="cluster/target.py:ClusterTarget.apply — when the model PVC exists but is not Bound, refuse before "
+               "the dry "
                "run with DeploymentError naming the claim, its phase and namespace, fix: bind it to the model's NFS "
                "volume (`kubectl describe pvc model-nfs-pvc`); today the DGD is applied and the workers "
                "stay Pending"),

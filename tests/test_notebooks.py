@@ -101,8 +101,9 @@ def test_demo_replays_the_committed_recording_without_any_target(tmp_path: Path)
 
 
 @pytest.mark.local
-def test_demo_live_on_the_local_graph_records_what_it_shows_and_replays_it(graph: LocalTarget,
+def test_demo_live_on_the_local_graph_records_what_it_shows_and_replays_it(own_graph: LocalTarget,
                                                                            tmp_path: Path) -> None:
+    """Takes a graph of its own: the demo's scaling section changes it (and scales back)."""
     recording = tmp_path / "recording"
     out = tmp_path / "demo.ipynb"
     papermill.execute_notebook(
@@ -117,7 +118,7 @@ def test_demo_live_on_the_local_graph_records_what_it_shows_and_replays_it(graph
     for name in ("meta.json", "status.json", "chat.json", "dashboard/records.csv", "dashboard-window.csv",
                  "kv_cache.csv", "kv_cache.json", "scale.csv", "scale.json", "restore.json"):
         assert (recording / name).is_file(), name
-    assert len([p for p in graph.processes() if p["role"] == "decode"]) == 1  # restored after the scaling section
+    assert len([p for p in own_graph.processes() if p["role"] == "decode"]) == 1  # restored after the scaling section
     replay = tmp_path / "replay.ipynb"
     papermill.execute_notebook(str(project.NOTEBOOKS / "demo.ipynb"), str(replay), kernel_name="python3",
                                progress_bar=False, parameters={"mode": "replay", "recording": str(recording)})

@@ -283,6 +283,7 @@ LIGHT = {"env": "dev", "target": "local", "max_tokens": 8, "kv_requests": 2, "kv
          "sweep_levels": [1, 2], "sweep_requests": 3, "wait_timeout_s": 180.0, "timeout_s": 180.0}
 
 
+@pytest.mark.timeout(360)  # every step notebook, twice: 90 s measured on 2 cores (the default allows 180 s)
 def test_walkthrough_twice_in_a_row_leaks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every step notebook, 00 to 99, twice in a row, each run with a state folder of its own, scanned after it."""
     for key, value in token_env().items():

@@ -351,7 +351,7 @@ def settings_table(configs: dict, kv_bytes_per_token: int | None = None) -> pd.D
     """The mocker flags each role's engine config becomes on the local target, side by side."""
     import pandas as pd
 
-    from .modeldir import kv_bytes_per_token as default_kv
+    from ..modeldir import kv_bytes_per_token as default_kv
 
     per_token = kv_bytes_per_token or default_kv()
     columns = {role: mocker_settings(cfg.values, per_token) for role, cfg in sorted(configs.items())}

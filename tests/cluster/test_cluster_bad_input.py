@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import poll
+from tests.support import poll
 from tests.test_bad_input import CASES, Ctx, make_ctx, params_for, run_case
 from tests.test_secrets import TOKEN, fake_kubectl, kubectl_calls, leaks, scan_tree
 

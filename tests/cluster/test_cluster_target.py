@@ -120,7 +120,7 @@ def test_dgd_the_schema_rejects_applies_nothing(target: ClusterTarget, platform)
 def test_missing_crd_is_reported_and_nothing_applied(target: ClusterTarget, platform) -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from tests.conftest import poll
+    from tests.support import poll
 
     ext = client.ApiextensionsV1Api(platform.api_client)
     ext.delete_custom_resource_definition("dynamographdeployments.nvidia.com")
@@ -356,7 +356,7 @@ def test_teardown_deletes_dgd_and_configmap_waits_for_pods_and_is_idempotent(tar
     op.reconcile()
 
     def operator_cleans_up() -> None:
-        from tests.conftest import poll
+        from tests.support import poll
 
         poll(op.deletion_requested, timeout_s=30, what="the DGD to be deleted")  # held by the operator's finalizer
         op.delete_dgd_pods()
@@ -675,7 +675,7 @@ def test_expired_watch_relists_and_resumes(target: ClusterTarget, platform, monk
     monkeypatch.setattr(target.core, "list_namespaced_pod", spy)
 
     def expire_then_become_ready() -> None:
-        from tests.conftest import poll
+        from tests.support import poll
 
         poll(lambda: lists.count(True) >= 1, what="the pod watch to start")
         before = lists.count(False)
@@ -731,7 +731,7 @@ def test_a_dgd_deleted_while_waiting_fails_the_wait_at_once(target: ClusterTarge
     op.reconcile()
 
     def someone_tears_it_down() -> None:
-        from tests.conftest import poll
+        from tests.support import poll
 
         client.CustomObjectsApi(platform.api_client).delete_namespaced_custom_object(
             "nvidia.com", "v1alpha1", NS, "dynamographdeployments", "gtc-demo")

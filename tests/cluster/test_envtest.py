@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from ..conftest import poll
+from ..support import poll
 from .conftest import FAKE_HF_TOKEN, Kube
 from .envtest import (
     DEFAULT_CONTEXT,
