@@ -69,17 +69,19 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def timing_note(spec: load.LoadSpec, levels: Sequence[float], target_name: str) -> str:
-    """How long the comparison takes here and on the cluster, and where that time goes."""
+def timing_note(spec: load.LoadSpec, levels: Sequence[float], target_name: str, restarts: int = 0) -> str:
+    """How long the comparison takes here and on the cluster, and where that time goes; ``restarts``: graphs found
+    running that are brought back afterwards."""
     sweep = 2 * sweep_seconds(spec, levels)
-    here = f"about {duration_text(expected_seconds(spec, levels, target_name))} on {target_name}"
+    here = f"about {duration_text(expected_seconds(spec, levels, target_name, restarts=restarts))} on {target_name}"
     if target_name != "cluster":
-        here += f", about {duration_text(expected_seconds(spec, levels, 'cluster'))} on the cluster"
+        here += f", about {duration_text(expected_seconds(spec, levels, 'cluster', restarts=restarts))} on the cluster"
+    back = f"; then the graph found running is brought back ({restarts})" if restarts else ""
     return (f"Expected time: {here}. On the cluster each layout's workers load the model from NFS "
             f"(~{STARTUP_S['cluster'] / 60:.0f} min on a first start) and are deleted afterwards "
             f"(~{TEARDOWN_S['cluster']:.0f} s); the load itself takes about {duration_text(sweep)} "
             f"({len(levels)} levels x 2 layouts, each level at most {spec.duration_s:g} s or "
-            f"{spec.num_requests} requests).")
+            f"{spec.num_requests} requests){back}.")
 
 
 # -- what is compared ----------------------------------------------------------------------------------------------
@@ -167,20 +169,44 @@ def verdicts(target_name: str, this: tuple[str, pd.DataFrame] | None = None) -> 
 
 
 # -- running it ----------------------------------------------------------------------------------------------------
+FOUND_RUNNING = ("refuse", "stop", "restore")
+
+
+def restore(targets: Sequence[Target], replicas: Mapping[str, Mapping[str, int]]) -> str:
+    """Bring back each graph that ran before, with the replicas each service had; say what was brought back."""
+    done = []
+    for target in targets:
+        target.apply()
+        target.wait(timeout_s=900)
+        changed = [service for service, n in replicas[target.env].items() if target.replicas(service) != n]
+        for service in changed:
+            target.scale(service, replicas[target.env][service])
+        if changed:
+            target.wait(timeout_s=900)
+        done.append(f"{target.env} brought back as it was ("
+                    + ", ".join(f"{s} x{n}" for s, n in replicas[target.env].items()) + ")")
+    return "; ".join(done)
+
+
 def run_comparison(target_name: str = "local", layouts: Sequence[str] = DEFAULT_LAYOUTS,
                    preset: str = "prefill-heavy", levels: Sequence[float] = DEFAULT_LEVELS, *,
                    slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, sizes: Mapping[str, Any] | None = None,
                    folder: str | Path | None = None, wait_timeout_s: float = 600.0, progress: bool = True,
-                   stop_running: bool = False) -> pd.DataFrame:
+                   found_running: str = "refuse") -> pd.DataFrame:
     """Deploy each layout in turn, sweep the same levels with the same workload, tear it down; return the records.
 
-    One layout at a time because both use the same GPUs (the demo cluster has two): a layout that is already
-    running is refused (or, with ``stop_running``, torn down first), and each is torn down after its sweep, also
-    when the sweep fails or is interrupted. An interrupted sweep stops the comparison with what was measured.
-    The records and each level's requests are saved under ``folder`` (default out/comparison/<target>-<preset>).
+    One layout at a time because both use the same GPUs (the demo cluster has two). A layout found running holds
+    them: ``found_running`` says what to do with it: ``refuse`` (nothing changes), ``stop`` (taken down first) or
+    ``restore`` (taken down first and brought back afterwards with the replicas each service had, also when the
+    comparison fails). Each layout is torn down after its sweep, also when the sweep fails or is interrupted; an
+    interrupted sweep stops the comparison with what was measured. The records and each level's requests are
+    saved under ``folder`` (default out/comparison/<target>-<preset>), with what was brought back.
     """
     from .targets import get_target
 
+    if found_running not in FOUND_RUNNING:
+        raise ConfigError(f"found_running is {found_running!r}", where="found_running",
+                          fix=f"use one of {', '.join(FOUND_RUNNING)}")
     targets = [get_target(target_name, layout) for layout in layouts]
     # Every bundle, workload size and level is checked before anything is deployed.
     check_comparable(targets)
@@ -191,38 +217,52 @@ def run_comparison(target_name: str = "local", layouts: Sequence[str] = DEFAULT_
         for level in levels:
             spec.at_level(level)  # raises on a level the loop cannot run (e.g. 2.5 concurrent)
     folder = Path(folder) if folder is not None else default_folder(target_name, preset)
-    for target in targets:
-        if target.is_running():
-            if not stop_running:
-                raise DeploymentError(
-                    f"{target.env} is already deployed on {target.name}: the comparison deploys each layout alone "
-                    "on the same GPUs", where=target.name,
-                    fix=f"`gtcdemo down --env {target.env}` first, or pass stop_running=True")
-            target.teardown()
+    found = [t for t in targets if t.is_running()]
+    if found and found_running == "refuse":
+        names = ", ".join(t.env for t in found)
+        raise DeploymentError(f"{names} is already deployed on {found[0].name}: the comparison deploys each layout "
+                              "alone on the same GPUs", where=found[0].name,
+                              fix=f"`gtcdemo down --env {found[0].env}` first, or pass found_running='restore' "
+                                  "(brought back afterwards) or 'stop'")
+    before = {t.env: {service: t.replicas(service) for service in t.bundle.services} for t in found}
+    for target in found:
+        target.teardown()
     frames = []
-    for target in targets:
-        bundle = target.bundle
-        try:
-            target.apply()
-            ready = target.wait(timeout_s=wait_timeout_s)
-            if not ready.ready:
-                raise DeploymentError(f"{target.env} did not become ready", where=target.name,
-                                      fix=f"see `gtcdemo status --env {target.env}` and `gtcdemo logs`")
-            with target.frontend() as url:
-                results = load.sweep(url, specs[target.env], levels, progress=progress, save_to=folder / target.env)
-        finally:
-            target.teardown()
-        frames.append(layout_records(target.env, serving(bundle.services), gpu_count(bundle.services), results,
-                                     slo_ttft_ms))
-        if results[-1].interrupted:
-            break
+    try:
+        for target in targets:
+            records, interrupted = _sweep(target, specs[target.env], levels, folder, wait_timeout_s, progress,
+                                          slo_ttft_ms)
+            frames.append(records)
+            if interrupted:
+                break
+    finally:
+        restored = restore(found, before) if found_running == "restore" else ""
     frame = pd.concat(frames, ignore_index=True)
     save_records(frame, folder, {"preset": preset, "target": target_name, "layouts": list(layouts),
                                  "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                                 "sizes": dict(sizes or {})})
+                                 "sizes": dict(sizes or {}), "restored": restored})
     return frame
 
 
-__all__ = ["STARTUP_S", "TEARDOWN_S", "check_comparable", "default_folder", "duration_text", "expected_seconds",
-           "layouts_table", "read_about", "read_records", "run_comparison", "save_records", "sweep_seconds",
-           "timing_note", "verdicts"]
+def _sweep(target: Target, spec: load.LoadSpec, levels: Sequence[float], folder: Path, wait_timeout_s: float,
+           progress: bool, slo_ttft_ms: float) -> tuple[pd.DataFrame, bool]:
+    """One layout: deploy it alone, sweep, tear it down (also on failure or Ctrl-C); its records, and whether the
+    sweep was interrupted."""
+    bundle = target.bundle
+    try:
+        target.apply()
+        ready = target.wait(timeout_s=wait_timeout_s)
+        if not ready.ready:
+            raise DeploymentError(f"{target.env} did not become ready", where=target.name,
+                                  fix=f"see `gtcdemo status --env {target.env}` and `gtcdemo logs`")
+        with target.frontend() as url:
+            results = load.sweep(url, spec, levels, progress=progress, save_to=folder / target.env)
+    finally:
+        target.teardown()
+    return (layout_records(target.env, serving(bundle.services), gpu_count(bundle.services), results, slo_ttft_ms),
+            results[-1].interrupted)
+
+
+__all__ = ["FOUND_RUNNING", "STARTUP_S", "TEARDOWN_S", "check_comparable", "default_folder", "duration_text",
+           "expected_seconds", "layouts_table", "read_about", "read_records", "restore", "run_comparison",
+           "save_records", "sweep_seconds", "timing_note", "verdicts"]

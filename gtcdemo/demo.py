@@ -355,9 +355,8 @@ class Show:
         return table
 
     def _decode_slots(self, service: str) -> int:
-        """Sequences ``service`` decodes at once (its engine config's max_batch_size). An env without it is refused,
-        not another worker scaled: in agg every worker prefills and decodes its own requests, and decode growing on
-        its own is what disaggregation allows, what this section shows."""
+        """Sequences ``service`` decodes at once (its max_batch_size). Without it (agg: each worker prefills and decodes
+        its own requests) refused, not another worker scaled: decode growing alone is what disaggregation allows."""
         services = self.target.bundle.services
         if service not in services:
             workers = ", ".join(name for name, svc in services.items() if svc.get("componentType") == "worker")
@@ -388,9 +387,8 @@ class Show:
 
     def comparison(self, minutes: float = 0.0, records: str = "", preset: str = "prefill-heavy", **live: Any
                    ) -> pd.DataFrame:
-        """Optional: disaggregated vs aggregated on the same GPUs as one figure and its verdict; saved records unless
-        ``minutes`` allow a live run (``live``: its levels, sizes), which leaves the graph on stage as it was
-        (``gtcdemo.demo_comparison``)."""
+        """Optional: disagg vs agg as one figure and its verdict; a live run only if ``minutes`` allow it, leaving the
+        graph on stage as it was (``live``: its levels, sizes; ``gtcdemo.demo_comparison``)."""
         frame, self.values["comparison"] = demo_comparison.section(
             self.mode, self.folder, self._recorded_target, minutes=minutes, records=records, preset=preset,
             fallback=FIXTURE, display=_display, **live)

@@ -5,7 +5,8 @@ and ``record`` those notebook 06 saved (``records``) or the committed recording'
 when the presenter allows the time it takes (``minutes``, against the expected time computed from the sweep and the
 target's start-up time). A live run needs the GPUs of the graph on stage, so it takes that graph down, deploys each
 layout alone in turn, and then brings back every graph it found running with the replicas each service had (a
-scaled service is scaled again): the presenter's graph is left as it was, and that time is in the estimate.
+scaled service is scaled again; ``comparison_run.restore``): the presenter's graph is left as it was, and that time
+is in the estimate.
 
 In ``record`` mode the records shown and the notes under them are saved into the recording's ``comparison/``
 folder, and a replay draws them from there: a replay shows what the recording run showed.
@@ -25,7 +26,6 @@ import pandas as pd
 from . import comparison, comparison_plots, plots
 from . import comparison_run as run
 from .results import Message, Note
-from .target import Target
 
 SUBFOLDER = "comparison"  # inside a recording
 VERDICT_STYLE = {"colour": "#1b5e20", "background": "#eef7e4", "size": "1.15em"}
@@ -88,37 +88,17 @@ def _live(target_name: str, minutes: float, records: str, workload: tuple[str, S
         return save_to, notes
     handle = display(Message(f"running the comparison live on {target_name}: about {run.duration_text(expected)}"
                              f"{back}…", colour="#666", background="#f4f4f4", size="1.1em"), display_id=True)
-    before = {t.env: {service: t.replicas(service) for service in t.bundle.services} for t in running}
     out = save_to or plots.output_dir() / f"comparison-{target_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     started = time.monotonic()
-    try:
-        run.run_comparison(target_name, comparison.DEFAULT_LAYOUTS, preset, levels, sizes=sizes, folder=out,
-                           progress=False, stop_running=True)
-    finally:
-        restored = restore(running, before)
+    run.run_comparison(target_name, comparison.DEFAULT_LAYOUTS, preset, levels, sizes=sizes, folder=out,
+                       progress=False, found_running="restore")
     about = run.read_about(out)
     notes = [f"Measured live on {target_name} ({about['recorded_at']}), workload {preset}, in "
-             f"{run.duration_text(time.monotonic() - started)}{'; ' + restored if restored else ''}."]
+             f"{run.duration_text(time.monotonic() - started)}{'; ' + about['restored'] if about['restored'] else ''}."]
     run.save_records(run.read_records(out), out, {**about, "notes": notes})
     if handle is not None:
         handle.update(Note(notes[0]))
     return out, notes
 
 
-def restore(targets: Sequence[Target], replicas: dict[str, dict[str, int]]) -> str:
-    """Bring back each graph that ran before, with the replicas each service had; say what was brought back."""
-    done = []
-    for target in targets:
-        target.apply()
-        target.wait(timeout_s=900)
-        changed = [service for service, n in replicas[target.env].items() if target.replicas(service) != n]
-        for service in changed:
-            target.scale(service, replicas[target.env][service])
-        if changed:
-            target.wait(timeout_s=900)
-        done.append(f"{target.env} brought back as it was ("
-                    + ", ".join(f"{s} x{n}" for s, n in replicas[target.env].items()) + ")")
-    return "; ".join(done)
-
-
-__all__ = ["SUBFOLDER", "restore", "section"]
+__all__ = ["SUBFOLDER", "section"]

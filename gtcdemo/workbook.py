@@ -62,6 +62,17 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], *, log_o
     return output
 
 
+def _parameters(name: str, env: str, target: str, run_dir: Path) -> dict[str, Any]:
+    """What `gtcdemo demo` passes a notebook: env and target; the demo records itself into the run's folder; the
+    comparison compares dev with agg whichever env the run deploys, so it takes only the target (and runs at its
+    default sizes and preset)."""
+    if name == "demo.ipynb":
+        return {"env": env, "target": target, "mode": "record", "recording": str(run_dir / "recording")}
+    if name == "06_disagg_vs_agg.ipynb":
+        return {"target": target}
+    return {"env": env, "target": target}
+
+
 def run_demo(env: str = "dev", target: str = "local", out_dir: str | Path = "out", timeout_s: float = 600.0) -> Path:
     """The main job: up, every step notebook headless into a fresh output folder, down; print where results are."""
     from .targets import get_target
@@ -78,15 +89,15 @@ def run_demo(env: str = "dev", target: str = "local", out_dir: str | Path = "out
     try:
         print(repr(tgt.wait(timeout_s=timeout_s, progress=lambda m: print(f"  … {m}", flush=True))), flush=True)
         steps = step_notebooks()
-        # The live demo runs (recording itself) before the teardown step, on the graph the steps deployed.
+        # The live demo runs (recording itself) before the teardown step, on the graph the steps deployed (the
+        # comparison, 06, takes that graph down for its own layouts and brings it back as it was).
         order = [n for n in steps if n.name != "99_teardown.ipynb"] + [project.NOTEBOOKS / "demo.ipynb"] + \
             [n for n in steps if n.name == "99_teardown.ipynb"]
         for notebook in order:
             started = time.monotonic()
             print(f"running {notebook.name} …", flush=True)
-            extra = {"mode": "record", "recording": str(run_dir / "recording")} if notebook.name == "demo.ipynb" else {}
             try:
-                executed.append(run_notebook(notebook, run_dir, {"env": env, "target": target, **extra}))
+                executed.append(run_notebook(notebook, run_dir, _parameters(notebook.name, env, target, run_dir)))
             except Exception as exc:  # papermill keeps the failed notebook with a red banner: report and stop
                 failed = exc
                 name, value = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))

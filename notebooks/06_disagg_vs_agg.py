@@ -17,9 +17,9 @@
 # retrieval) and `decode-heavy` (128-token prompts, 256-token answers: chat, code). Nothing below is written in
 # advance: every sentence about who wins is computed from this run's records.
 #
-# **Running graphs.** The comparison needs the GPUs itself: a layout found running (the `dev` graph of notebooks
-# 02-05) is taken down first (`stop_running`), and each layout is taken down after its sweep, also on failure or
-# Ctrl-C. Nothing is left running.
+# **Running graphs.** The comparison needs the GPUs itself. A layout found running (the `dev` graph of notebooks
+# 02-05) is taken down first and brought back afterwards with the replicas it had (`found_running`), also when the
+# comparison fails; each layout is taken down after its sweep, also on failure or Ctrl-C.
 #
 # Headless: `papermill notebooks/06_disagg_vs_agg.ipynb out.ipynb -p preset decode-heavy`; on the cluster
 # `-p target cluster -y "sizes: {num_requests: 200, duration_s: 60}"`.
@@ -32,7 +32,7 @@ preset: str = "prefill-heavy"  # "prefill-heavy" (3,000 -> 24 tokens) or "decode
 levels: list = [1, 4, 16, 32]  # concurrent requests, the same for both layouts
 slo_ttft_ms: float = 150.0  # TTFT p95 limit for the verdict and the goodput (what it means: see the last section)
 sizes: dict = {}  # the preset's sizes overridden: input_tokens, output_tokens, num_requests, duration_s (per level)
-stop_running: bool = True  # take down a layout found running (it holds the GPUs); False refuses instead
+found_running: str = "restore"  # a layout found running: "restore" (taken down, brought back after), "stop", "refuse"
 records: str = ""  # folder for the records; empty: out/comparison/<target>-<preset> (read by the closing verdicts)
 wait_timeout_s: float = 900.0  # per layout: on the cluster the workers load the model from NFS (~5 min first start)
 
@@ -47,10 +47,11 @@ layouts = [get_target(target, env), get_target(target, compare_with)]
 comparison_run.check_comparable(layouts)  # one disaggregated, one aggregated, the same GPUs: before anything runs
 spec = comparison.preset_spec(preset, layouts[0].bundle.served_model_name, **sizes)
 folder = records or comparison_run.default_folder(target, preset)
+restarts = sum(t.is_running() for t in layouts) if found_running == "restore" else 0
 display(comparison_run.layouts_table(layouts))
 Note(f"Workload {preset}: {spec.input_tokens_mean}-token prompts -> {spec.output_tokens} output tokens, at "
      f"{', '.join(str(level) for level in levels)} concurrent requests. "
-     + comparison_run.timing_note(spec, levels, target))
+     + comparison_run.timing_note(spec, levels, target, restarts))
 
 # %% [markdown]
 # ## One layout at a time: deploy, sweep, tear down
@@ -62,7 +63,7 @@ Note(f"Workload {preset}: {spec.input_tokens_mean}-token prompts -> {spec.output
 # %%
 frame = comparison_run.run_comparison(target, [env, compare_with], preset, levels, slo_ttft_ms=slo_ttft_ms,
                                       sizes=sizes, folder=folder, wait_timeout_s=wait_timeout_s,
-                                      stop_running=stop_running)
+                                      found_running=found_running)
 comparison.records_table(frame)
 
 # %%
@@ -101,6 +102,10 @@ plots.show(comparison_plots.latency_vs_load(frame, slo_ttft_ms), "06_latency_vs_
 
 # %% [markdown]
 # ## The verdict, and the H100 floor
+#
+# First the best goodput each layout reaches at the SLO (at whichever level it peaks), then where each has the lower
+# ITL p50 and TTFT p95, level by level; differences within 10% are called ties. Then each layout's best ITL p50
+# against the H100 floor.
 
 # %%
 display(Message(comparison.verdict(frame), colour="#1b5e20", background="#eef7e4", size="1.15em"))

@@ -109,3 +109,50 @@ def test_the_live_demo_without_a_graph_says_so_and_changes_nothing(tmp_path: Pat
     assert sum("no graph is running for dev on local" in html for html in shown) == 5  # one line per section
     assert "Traceback" not in out.read_text()
     assert not state.exists() and mentioning(state) == {}, "the demo started something it was not asked to"
+
+
+@pytest.mark.unit
+def test_scaling_on_an_aggregated_graph_is_refused_before_anything_is_asked(state_dir: Path) -> None:
+    """agg has no decode worker: its workers prefill and decode their own requests, so decode cannot grow alone."""
+    show = Show("agg", "local", "live", state_dir.parent / "rec", log_file=state_dir.parent / "demo.log")
+    with pytest.raises(DeploymentError, match=r"agg has no TrtllmDecodeWorker to scale: its workers \(TrtllmWorker\) "
+                                              "each prefill and decode their own requests") as info:
+        show.scale_decode()
+    assert "env='dev'" in (info.value.fix or "")
+    assert Show("dev", "local", "live", state_dir.parent / "r")._decode_slots(SERVICE) == 64  # decode.yaml's
+    assert not state_dir.exists(), "refusing must not touch a deployment"
+
+
+@pytest.mark.unit
+def test_the_comparison_section_replays_the_committed_recording(tmp_path: Path) -> None:
+    show = Show("dev", "local", "replay", log_file=tmp_path / "demo.log")
+    with show.section("comparison"):
+        frame = show.comparison()
+    values = show.values["comparison"]
+    assert show.sections["comparison"] == "ok" and values["preset"] == "prefill-heavy"
+    assert values["levels"]["dev"] == values["levels"]["agg"] == [1.0, 4.0, 16.0, 32.0]
+    assert values["gpus"] == {"dev": [2], "agg": [2]} and values["failed"] == {"dev": 0, "agg": 0}
+    assert values["notes"][0].startswith("Measured live on local") and values["verdict"].startswith("At a TTFT SLO")
+    assert len(frame) == 8
+
+
+@pytest.mark.local
+@pytest.mark.timeout(420)  # two layouts deployed and swept, then the graph on stage brought back
+def test_a_live_comparison_leaves_the_graph_on_stage_as_it_was(own_graph: LocalTarget, tmp_path: Path) -> None:
+    """With the time allowed, the section takes the presenter's graph (2 decode workers) down, runs both layouts,
+    and brings it back with its 2 decode workers; agg is not left running."""
+    own_graph.scale(SERVICE, 2)
+    own_graph.wait(timeout_s=120)
+    try:
+        show = Show("dev", "local", "live", tmp_path / "rec", log_file=tmp_path / "demo.log")
+        with show.section("comparison"):
+            show.comparison(minutes=5.0, levels=(1, 2), sizes={"num_requests": 6, "duration_s": 2.0})
+        assert show.sections["comparison"] == "ok", (tmp_path / "demo.log").read_text()
+        values = show.values["comparison"]
+        assert values["levels"] == {"dev": [1.0, 2.0], "agg": [1.0, 2.0]} and values["failed"] == {"dev": 0, "agg": 0}
+        assert "dev brought back as it was" in values["notes"][0]
+        assert own_graph.is_running() and decode_workers(own_graph) == 2
+        assert not LocalTarget("agg", state_dir=own_graph.dir.parent / "agg-gtc-demo-agg").is_running()
+    finally:
+        own_graph.scale(SERVICE, 1)
+        own_graph.wait(timeout_s=120)

@@ -280,10 +280,11 @@ class TestWhileTheGraphRuns:
 # -- the walkthrough, twice in a row, with the token in every kernel's environment ---------------------------------
 LIGHT = {"env": "dev", "target": "local", "max_tokens": 8, "kv_requests": 2, "kv_prompt_tokens": 300,
          "concurrency": 2, "num_requests": 6, "warmup_requests": 1, "input_tokens": 60, "output_tokens": 8,
-         "sweep_levels": [1, 2], "sweep_requests": 3, "wait_timeout_s": 180.0, "timeout_s": 180.0}
+         "sweep_levels": [1, 2], "sweep_requests": 3, "wait_timeout_s": 180.0, "timeout_s": 180.0,
+         "levels": [1, 2], "sizes": {"num_requests": 8, "duration_s": 2.0}}  # 06's comparison, small
 
 
-@pytest.mark.timeout(360)  # every step notebook, twice: 90 s measured on 2 cores (the default allows 180 s)
+@pytest.mark.timeout(360)  # every step notebook, twice: ~2 min on 2 cores (the default allows 180 s)
 def test_walkthrough_twice_in_a_row_leaks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every step notebook, 00 to 99, twice in a row, each run with a state folder of its own, scanned after it."""
     for key, value in token_env().items():

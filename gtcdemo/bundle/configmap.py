@@ -29,7 +29,8 @@ def configmap_name(dgd: dict) -> str:
     if len(names) != 1:
         raise ConfigError(f"the DGD mounts {len(names)} ConfigMaps ({sorted(names)}), expected exactly one",
                           where="spec.services.*.extraPodSpec.volumes",
-                          fix="mount the engine-config ConfigMap (trtllm-engine-configs) in every worker")
+                          fix="mount one engine-config ConfigMap, the same in every worker (gtcdemo generates it from "
+                              "engine-configs/<env>/ under the name the workers mount)")
     return names.pop()
 
 

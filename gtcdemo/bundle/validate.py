@@ -85,7 +85,9 @@ def _check_spec(dgd: dict, where: str, errors: Problems) -> dict | None:
 def _check_services_map(spec: dict, where: str, errors: Problems) -> dict | None:
     services = spec.get("services")
     if not errors.check(isinstance(services, dict) and services, "spec.services is empty or not a map",
-                        f"{where}.spec.services", "declare Frontend, TrtllmPrefillWorker and TrtllmDecodeWorker"):
+                        f"{where}.spec.services",
+                        "declare Frontend, TrtllmPrefillWorker and TrtllmDecodeWorker (disaggregated, as in "
+                        "manifests/dev/) or Frontend and TrtllmWorker (aggregated, as in manifests/agg/)"):
         return None
     errors.check(len(services) <= 25, f"{len(services)} services (the CRD allows 25)", f"{where}.spec.services",
                  "remove services")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.text import Annotation
 
 from gtcdemo import comparison, comparison_run, load
 from gtcdemo.errors import ConfigError, DeploymentError
@@ -141,7 +142,7 @@ def test_goodput_decides_not_a_p95_on_the_slo_line() -> None:
     not jump when noise moves one level's p95 across the line."""
     over_the_line = frame({1: (100, 5.0, 100), 8: (510, 6.0, 800, 7.5)}, {1: (100, 5.0, 100), 8: (490, 6.0, 800, 7.2)})
     assert comparison.verdict(over_the_line).startswith(
-        "At a TTFT SLO of 500 ms both reach about the same goodput (7.5 vs 7.2 requests/s)")
+        "At a TTFT SLO of 500 ms both reach about the same goodput (disaggregated 7.5, aggregated 7.2 requests/s)")
     only = frame({1: (100, 5.0, 100, 1.0), 8: (300, 6.0, 800, 7.5)}, {1: (900, 5.0, 100, 0.0), 8: (900, 6, 800, 0.0)})
     assert comparison.verdict(only).startswith(
         "Only disaggregated served requests within a TTFT of 500 ms (7.5/s at 8 concurrent)")
@@ -177,6 +178,24 @@ def test_presets_are_prefill_heavy_and_decode_heavy() -> None:
     assert decode.output_tokens == 300 > decode.input_tokens_mean and decode.slo_ttft_ms == 100
     with pytest.raises(ConfigError, match="unknown workload preset 'chat'"):
         comparison.preset_spec("chat", "m")
+    with pytest.raises(ConfigError, match="unknown workload size 'num_request'\nFix: did you mean 'num_requests'?"):
+        comparison.preset_spec("decode-heavy", "m", num_request=10)
+    with pytest.raises(ConfigError, match="unknown workload size 'concurrency'"):  # the sweep's levels set it
+        comparison.preset_spec("decode-heavy", "m", concurrency=4)
+
+
+def test_the_expected_time_is_start_up_plus_the_sweep_per_layout() -> None:
+    spec = comparison.preset_spec("decode-heavy", "m", num_requests=8, duration_s=5.0)
+    request_s = comparison_run.ESTIMATE_TTFT_S + 256 * comparison_run.ESTIMATE_ITL_S  # 1.892 s
+    # Level 1: 2 warm-up requests, 8 requests would take 15 s so the 5 s deadline ends it, 1 request in flight.
+    # Level 8: 1 warm-up wave, 1 wave of 8 (under 5 s), 1 in flight.
+    assert comparison_run.sweep_seconds(spec, [1, 8]) == pytest.approx((2 + 1) * request_s + 5 + 3 * request_s)
+    sweep = comparison_run.sweep_seconds(spec, [1, 8])
+    assert comparison_run.expected_seconds(spec, [1, 8], "cluster", restarts=1) == pytest.approx(
+        2 * (300 + 30 + sweep) + 300)
+    assert comparison_run.duration_text(45) == "45 s" and comparison_run.duration_text(700) == "12 min"
+    note = comparison_run.timing_note(comparison.preset_spec("prefill-heavy", "m"), [1, 4, 16, 32], "local")
+    assert "on local, about 12 min on the cluster" in note and "load the model from NFS (~5 min" in note
 
 
 # -- running it -----------------------------------------------------------------------------------------------------
@@ -184,10 +203,20 @@ class FakeTarget:
     """Records what the comparison asks of each layout's target, and fails where told to."""
 
     deployed: set[str] = set()
+    services: dict[str, dict] = {}  # env -> services instead of the committed DGD's
 
     def __init__(self, env: str, log: list[str], fail_on: str | None) -> None:
         self.env, self.name, self.log, self.fail_on = env, f"fake-{env}", log, fail_on
-        self.bundle = type("B", (), {"services": dgd_services(env), "served_model_name": "m"})()
+        services = self.services.get(env) or dgd_services(env.rstrip("2"))
+        self.bundle = type("B", (), {"services": services, "served_model_name": "m", "name": f"dgd-{env}"})()
+        self.scaled: dict[str, int] = {}
+
+    def replicas(self, service: str) -> int:
+        return self.scaled.get(service, int(self.bundle.services[service].get("replicas", 1)))
+
+    def scale(self, service: str, replicas: int) -> None:
+        self.log.append(f"scale {self.env} {service} {replicas}")
+        self.scaled[service] = replicas
 
     def is_running(self) -> bool:
         return self.env in self.deployed
@@ -209,6 +238,7 @@ class FakeTarget:
     def teardown(self) -> None:
         self.log.append(f"teardown {self.env}")
         self.deployed.discard(self.env)
+        self.scaled = {}
 
 
 @pytest.fixture
@@ -216,9 +246,13 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     """Fake targets and a fake sweep: ``state["fail_on"]`` makes one step raise (an error, or Ctrl-C)."""
     from gtcdemo import targets
 
-    state: dict = {"log": [], "fail_on": None, "interrupt": None}
+    state: dict = {"log": [], "fail_on": None, "interrupt": None, "made": {}}
     FakeTarget.deployed = set()
-    monkeypatch.setattr(targets, "get_target", lambda name, env: FakeTarget(env, state["log"], state["fail_on"]))
+
+    def get_target(name: str, env: str) -> FakeTarget:  # one object per env, as a deployment outlives its handles
+        return state["made"].setdefault(env, FakeTarget(env, state["log"], state["fail_on"]))
+
+    monkeypatch.setattr(targets, "get_target", get_target)
 
     def sweep(url: str, spec: load.LoadSpec, levels: list, progress: bool, save_to: Path) -> list:
         state["log"].append(f"sweep {url}")
@@ -233,6 +267,19 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     return state
 
 
+def test_layouts_that_do_not_compare_are_refused_before_anything_is_deployed(fake: dict,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="the layouts serve {'agg': 'aggregated', 'agg2': 'aggregated'}"):
+        comparison_run.run_comparison("local", ["agg", "agg2"], levels=(1,), folder=fake["folder"], progress=False)
+    three = dgd_services("agg")
+    three["TrtllmWorker"]["replicas"] = 3
+    monkeypatch.setattr(FakeTarget, "services", {"agg": three})
+    fake["made"].clear()
+    with pytest.raises(ConfigError, match="different GPU counts: {'dev': 2, 'agg': 3}"):
+        comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False)
+    assert fake["log"] == []
+
+
 def test_each_layout_is_deployed_alone_swept_and_torn_down(fake: dict) -> None:
     records = comparison_run.run_comparison("local", levels=(1, 2), folder=fake["folder"], progress=False)
     assert fake["log"] == ["apply dev", "sweep http://dev", "teardown dev", "apply agg", "sweep http://agg",
@@ -240,6 +287,15 @@ def test_each_layout_is_deployed_alone_swept_and_torn_down(fake: dict) -> None:
     assert comparison.unfair(records) == []
     assert list(records["layout"]) == ["dev", "dev", "agg", "agg"] and set(records["gpus"]) == {2}
     assert comparison_run.read_records(fake["folder"]).equals(records)
+    about = comparison_run.read_about(fake["folder"])
+    assert about["preset"] == "prefill-heavy" and about["target"] == "local" and about["layouts"] == ["dev", "agg"]
+    assert comparison.facts(records) == {
+        "dev": {"serving": "disaggregated", "levels": [1.0, 2.0], "gpus": [2], "requests": 4, "failed": 0,
+                "interrupted": False},
+        "agg": {"serving": "aggregated", "levels": [1.0, 2.0], "gpus": [2], "requests": 4, "failed": 0,
+                "interrupted": False}}
+    assert list(comparison.records_table(records).frame.columns)[:5] == [
+        "layout", "serving", "concurrent", "requests", "failed"]
 
 
 @pytest.mark.parametrize("step", ["apply dev", "sweep http://dev", "sweep http://agg"])
@@ -263,13 +319,34 @@ def test_bad_sizes_and_levels_are_refused_before_anything_is_deployed(fake: dict
     assert fake["log"] == []
 
 
-def test_a_layout_already_running_is_refused_or_stopped_first(fake: dict) -> None:
+def test_a_layout_already_running_is_refused_stopped_or_brought_back(fake: dict) -> None:
     FakeTarget.deployed = {"agg"}
     with pytest.raises(DeploymentError, match="agg is already deployed on fake-agg"):
         comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False)
+    with pytest.raises(ConfigError, match="found_running is 'keep'"):
+        comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False,
+                                      found_running="keep")
     assert fake["log"] == []
-    comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False, stop_running=True)
-    assert fake["log"][:2] == ["teardown agg", "apply dev"]
+    comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False, found_running="stop")
+    assert fake["log"][:2] == ["teardown agg", "apply dev"] and FakeTarget.deployed == set()
+    fake["log"].clear()
+    FakeTarget.deployed = {"agg"}
+    fake["made"]["agg"].scaled = {"TrtllmWorker": 1}
+    comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False,
+                                  found_running="restore")
+    assert fake["log"][-2:] == ["apply agg", "scale agg TrtllmWorker 1"] and FakeTarget.deployed == {"agg"}
+    assert comparison_run.read_about(fake["folder"])["restored"] == (
+        "agg brought back as it was (Frontend x1, TrtllmWorker x1)")
+
+
+@pytest.mark.parametrize("step", ["apply agg", "sweep http://agg"])
+def test_a_graph_found_running_is_brought_back_also_when_the_comparison_fails(fake: dict, step: str) -> None:
+    FakeTarget.deployed = {"dev"}
+    fake["fail_on"] = step
+    with pytest.raises((RuntimeError, DeploymentError)):
+        comparison_run.run_comparison("local", levels=(1,), folder=fake["folder"], progress=False,
+                                      found_running="restore")
+    assert fake["log"][-2:] == ["teardown agg", "apply dev"] and FakeTarget.deployed == {"dev"}
 
 
 def test_an_interrupted_sweep_ends_the_comparison_with_what_was_measured(fake: dict) -> None:
@@ -290,7 +367,8 @@ def test_the_figures_draw_the_records_the_floor_and_the_slo() -> None:
     assert list(curves["aggregated (agg, 2 GPUs)"].get_ydata()) == [100, 600]
     floor = next(line for label, line in curves.items() if label.startswith("H100 floor"))
     assert list(floor.get_xdata()) == pytest.approx([comparison.H100_TOKENS_PER_USER_CEILING] * 2)
-    assert sorted(t.get_text() for t in ax.texts) == ["1", "1", "8", "8"]  # every point labelled with its level
+    labels = sorted(t.get_text() for t in ax.texts if isinstance(t, Annotation))
+    assert labels == ["1", "1", "8", "8"]  # every point labelled with its level
 
     ttft, itl, goodput = comparison_plots.latency_vs_load(records, 400).axes
     assert [list(line.get_ydata()) for line in ttft.get_lines()][-1] == [400, 400]  # the SLO line asked for
@@ -298,3 +376,60 @@ def test_the_figures_draw_the_records_the_floor_and_the_slo() -> None:
     assert goodput.get_title().startswith("Goodput at TTFT ≤ 500 ms")  # the SLO the goodput was measured at
     ttft = comparison_plots.latency_vs_load(records).axes[0]
     assert [list(line.get_ydata()) for line in ttft.get_lines()][-1] == [500, 500]
+
+
+def test_the_closing_verdicts_quote_this_run_an_earlier_run_and_a_preset_never_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gtcdemo import project
+
+    monkeypatch.setattr(project, "ROOT", tmp_path)
+    this = frame({1: (100, 5.0, 100)}, {1: (100, 5.0, 300)})
+    table = comparison_run.verdicts("local", ("prefill-heavy", this)).frame.set_index("preset")
+    assert table.loc["prefill-heavy", "measured"] == "this run"
+    assert table.loc["prefill-heavy", "verdict"].startswith("At a TTFT SLO of 500 ms aggregated reaches 200% more")
+    assert table.loc["decode-heavy", "verdict"] == "run this notebook with -p preset decode-heavy -p target local"
+    comparison_run.save_records(frame({1: (100, 5.0, 300)}, {1: (100, 5.0, 100)}),
+                                comparison_run.default_folder("local", "decode-heavy"),
+                                {"recorded_at": "2026-01-02T03:04:05+00:00"})
+    table = comparison_run.verdicts("local", ("prefill-heavy", this)).frame.set_index("preset")
+    assert table.loc["decode-heavy", "measured"] == "2026-01-02T03:04:05+00:00"
+    assert table.loc["decode-heavy", "verdict"].startswith("At a TTFT SLO of 500 ms disaggregated reaches 200% more")
+
+
+def test_the_overview_puts_the_frontier_beside_ttft_p95_with_the_slo() -> None:
+    from gtcdemo import comparison_plots
+
+    records = frame({1: (150, 5.0, 100), 8: (300, 6.0, 800)}, {1: (100, 6.5, 100), 8: (450, 8.0, 600)})
+    left, right = comparison_plots.overview(records).axes
+    assert [list(line.get_ydata()) for line in left.get_lines()][:2] == [[100, 800], [100, 600]]
+    curves = {line.get_label(): list(line.get_ydata()) for line in right.get_lines()}
+    assert curves["disaggregated (dev, 2 GPUs)"] == [150, 300] and curves["TTFT SLO 500 ms"] == [500, 500]
+
+
+# -- the demo's section -------------------------------------------------------------------------------------------
+def test_the_demo_section_runs_live_only_with_the_time_and_brings_back_the_graph_as_it_was(fake: dict,
+                                                                                             tmp_path: Path) -> None:
+    """The presenter's dev graph runs with 2 decode workers: too little time shows saved records and changes
+    nothing; enough time runs both layouts alone, then brings dev back with its 2 decode workers."""
+    from gtcdemo import demo_comparison
+    from gtcdemo.demo import FIXTURE
+
+    shown: list = []
+    dev = fake["made"].setdefault("dev", FakeTarget("dev", fake["log"], None))
+    FakeTarget.deployed = {"dev"}
+    dev.scaled = {"TrtllmDecodeWorker": 2}
+    kwargs = {"records": "", "preset": "prefill-heavy", "fallback": FIXTURE, "display": lambda o, **_: shown.append(o),
+              "levels": (1, 2), "sizes": {"num_requests": 4}}
+    frame_, values = demo_comparison.section("record", tmp_path / "rec", "local", minutes=0.1, **kwargs)
+    assert fake["log"] == [] and FakeTarget.deployed == {"dev"}, "it deployed without the time allowed"
+    assert values["notes"][0].startswith(f"Recorded {comparison_run.read_about(FIXTURE / 'comparison')['recorded_at']}")
+    assert "bringing back dev as it runs now (allow it with comparison_minutes=1)" in values["notes"][0]
+    assert comparison_run.read_records(tmp_path / "rec" / "comparison").equals(frame_)  # what a replay draws
+
+    frame_, values = demo_comparison.section("live", tmp_path / "live", "local", minutes=1.0, **kwargs)
+    assert fake["log"] == ["teardown dev", "apply dev", "sweep http://dev", "teardown dev", "apply agg",
+                           "sweep http://agg", "teardown agg", "apply dev", "scale dev TrtllmDecodeWorker 2"]
+    assert FakeTarget.deployed == {"dev"} and dev.replicas("TrtllmDecodeWorker") == 2
+    assert "dev brought back as it was (Frontend x1, TrtllmPrefillWorker x1, TrtllmDecodeWorker x2)" in values[
+        "notes"][0]
+    assert values["levels"] == {"dev": [1.0, 2.0], "agg": [1.0, 2.0]} and values["failed"] == {"dev": 0, "agg": 0}
