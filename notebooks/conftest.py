@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the graph the notebooks started (nbval items take no fixtures, so this is a hook)."""
     from gtcdemo.local import LocalTarget
 
-    target = LocalTarget("dev", state_dir=Path(_STATE) / "dev-gtc-demo")
-    target.teardown()
-    leftover = target.leftover_pids()
+    leftover: list[int] = []
+    for env in ("dev", "agg"):  # 06 deploys agg too (and tears it down itself: this is the net under a failure)
+        target = LocalTarget(env)  # its state folder is under GTCDEMO_STATE, set above
+        target.teardown()
+        leftover += target.leftover_pids()
     if leftover:
         session.shouldfail = f"the notebooks left local processes running: {leftover}"

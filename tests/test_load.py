@@ -9,7 +9,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,8 @@ from gtcdemo.load.sse import ChatStream
 from gtcdemo.load.transport import NEW_CONNECTION, SlotTransport
 from gtcdemo.local import LocalTarget
 
-MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+from .support import MODEL, free_port
+
 local = pytest.mark.local
 
 
@@ -263,14 +263,8 @@ def test_ctrl_c_returns_and_saves_the_partial_result(graph: LocalTarget, tmp_pat
 
 
 # -- errors are counted, never raised ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dead_port_counts_errors_without_raising() -> None:
-    result = load.run(f"http://127.0.0.1:{_free_port()}", LoadSpec(MODEL, concurrency=2, num_requests=3),
+    result = load.run(f"http://127.0.0.1:{free_port()}", LoadSpec(MODEL, concurrency=2, num_requests=3),
                       progress=False)
     s = result.summary()
     assert s["error_count"] == 3 and s["ok_count"] == 0 and s["request_throughput"] == 0.0
@@ -281,7 +275,7 @@ def test_dead_port_counts_errors_without_raising() -> None:
 def test_run_inside_a_running_loop_uses_a_thread() -> None:
     """As in Jupyter, where an event loop already runs in the main thread."""
     async def notebook_cell() -> LoadResult:
-        return load.run(f"http://127.0.0.1:{_free_port()}", LoadSpec(MODEL, concurrency=1, num_requests=2),
+        return load.run(f"http://127.0.0.1:{free_port()}", LoadSpec(MODEL, concurrency=1, num_requests=2),
                         progress=False)
 
     assert asyncio.run(notebook_cell()).summary()["error_count"] == 2
