@@ -777,3 +777,38 @@ def test_preflight_reports_a_broken_config_as_its_first_check(platform, kubelet,
     report = ClusterTarget("dev", kubeconfig=str(platform.kubeconfig), access=kubelet).preflight()
     assert [(r["check"], r["result"]) for r in report.rows] == [("engine configs and manifests", "FAIL")]
     assert "20-dgd-gtc-demo.yaml" in report.rows[0]["detail"]
+
+
+def test_the_aggregated_env_applies_and_becomes_ready_beside_nothing_else(platform, kubelet: FakeKubelet) -> None:
+    """`agg` (notebook 06's other layout) through the same path as dev: the real API server's schema and the
+    operator's webhook accept it, the operator's pods come up (Frontend + 2 TrtllmWorker), one adapter per service,
+    and teardown deletes it. A rehearsal of 06 on the cluster depends on every step here."""
+    agg = ClusterTarget("agg", kubeconfig=str(platform.kubeconfig), access=kubelet)
+    op = platform.operator
+    assert agg.apply().changed
+    assert agg.replicas("TrtllmWorker") == 2 and agg.replicas("TrtllmPrefillWorker") == 0
+
+    def operator_and_kubelet() -> None:
+        for names in op.reconcile("gtc-demo-agg").values():
+            for name in names:
+                op.container_creating(name)
+                op.running(name, ready=False)  # model loading
+        op.all_ready("gtc-demo-agg")
+
+    thread = in_background(operator_and_kubelet)
+    ready = agg.wait(timeout_s=120)
+    join_ok(thread)
+    assert ready.ready
+    assert sorted(ready.status.frame["service"]) == ["Frontend", "TrtllmWorker", "TrtllmWorker"]
+    assert sorted(ready.details[0].frame["name"]) == ["gtc-demo-agg-frontend", "gtc-demo-agg-trtllmworker"]
+
+    def operator_cleans_up() -> None:
+        from tests.support import poll
+
+        poll(lambda: op.deletion_requested("gtc-demo-agg"), timeout_s=30, what="the DGD to be deleted")
+        op.delete_dgd_pods("gtc-demo-agg")
+
+    thread = in_background(operator_cleans_up)
+    assert agg.teardown(timeout_s=60).changed
+    join_ok(thread)
+    assert not agg.is_running() and agg.pods() == []
