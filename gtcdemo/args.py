@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def _map(value: Any) -> dict:
+def mapping(value: Any) -> dict:
+    """``value`` when it is a mapping, else {} (a YAML key left empty is None)."""
     return value if isinstance(value, dict) else {}
 
 
 def container_args(service: dict) -> list[str]:
     """The main container's args of one DGD service (``extraPodSpec.mainContainer.args``), as strings."""
-    args = _map(_map(_map(service).get("extraPodSpec")).get("mainContainer")).get("args")
+    args = mapping(mapping(mapping(service).get("extraPodSpec")).get("mainContainer")).get("args")
     return [str(a) for a in args] if isinstance(args, list) else []
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ class Deadline:
         return True
 
 
-def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.1) -> T | Any:
+def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.1) -> T:
     """Call ``check`` until it returns something truthy and return that; at the deadline, return its last answer.
 
     ``check`` is called at least once, and once more at the deadline, so a condition that became true while we slept

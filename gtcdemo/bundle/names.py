@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..args import mapping
 from ..errors import ConfigError
-from .schema import Problems, mapping
+from .schema import Problems
 
 # Kubernetes' name rules (k8s.io/apimachinery/pkg/util/validation/validation.go), as the API server applies them.
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")

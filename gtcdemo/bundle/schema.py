@@ -7,7 +7,6 @@ at the first: the user fixes a manifest in one go.
 from __future__ import annotations
 
 import difflib
-from typing import Any
 
 from ..errors import ConfigError
 
@@ -31,11 +30,6 @@ GPU_TOLERATION_KEY = "nvidia.com/gpu"
 KAI_QUEUE_LABEL = "kai.scheduler/queue"
 KAI_QUEUE_ANNOTATION = "nvidia.com/kai-scheduler-queue"
 DEFAULT_KAI_QUEUE = "dynamo"
-
-
-def mapping(value: Any) -> dict:
-    """``value`` when it is a mapping, else {} (a YAML key left empty is None)."""
-    return value if isinstance(value, dict) else {}
 
 
 class Problems(list[ConfigError]):

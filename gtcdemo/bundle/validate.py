@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import release
-from ..args import arg_value, container_args
+from ..args import arg_value, container_args, mapping
 from ..errors import ConfigError
 from .names import check_names
 from .schema import (
@@ -22,7 +22,6 @@ from .schema import (
     SPEC_KEYS,
     SUB_COMPONENT_TYPES,
     Problems,
-    mapping,
 )
 
 
