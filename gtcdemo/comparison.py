@@ -211,8 +211,13 @@ def records_table(frame: pd.DataFrame) -> Table:
 TIE = 0.10
 
 
+def closed_loop(frame: pd.DataFrame) -> bool:
+    """Whether every level is a number of requests in flight (closed loop), not a request rate (open loop)."""
+    return bool((frame["mode"] == "closed").all())
+
+
 def _unit(frame: pd.DataFrame) -> str:
-    return "concurrent" if (frame["mode"] == "closed").all() else "req/s"
+    return "concurrent" if closed_loop(frame) else "req/s"
 
 
 def _levels(levels: Sequence[float]) -> str:

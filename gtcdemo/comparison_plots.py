@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import plots
-from .comparison import H100_ITL_FLOOR_MS, H100_TOKENS_PER_USER_CEILING
+from .comparison import H100_ITL_FLOOR_MS, H100_TOKENS_PER_USER_CEILING, closed_loop
 
 # One colour and marker per way of serving, the same in both figures (NVIDIA green for disaggregated).
 COLOURS = {"disaggregated": "#76b900", "aggregated": "#1f77b4"}
@@ -39,7 +39,7 @@ def _layouts(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def _unit(frame: pd.DataFrame) -> str:
-    return "concurrent requests" if (frame["mode"] == "closed").all() else "request rate (req/s)"
+    return "concurrent requests" if closed_loop(frame) else "request rate (req/s)"
 
 
 def _name(layout: str, serving: str, rows: pd.DataFrame) -> str:

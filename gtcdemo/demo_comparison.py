@@ -15,7 +15,6 @@ folder, and a replay draws them from there: a replay shows what the recording ru
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -82,9 +81,7 @@ def _live(target_name: str, minutes: float, records: str, workload: tuple[str, S
             display(Note(text))
         if save_to is None:
             return source, notes
-        save_to.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / run.RECORDS_FILE, save_to / run.RECORDS_FILE)
-        run.save_records(run.read_records(save_to), save_to, {**about, "notes": notes})
+        run.save_records(run.read_records(source), save_to, {**about, "notes": notes})
         return save_to, notes
     handle = display(Message(f"running the comparison live on {target_name}: about {run.duration_text(expected)}"
                              f"{back}…", colour="#666", background="#f4f4f4", size="1.1em"), display_id=True)
